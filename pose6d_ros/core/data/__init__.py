@@ -1,0 +1,1 @@
+"""Data: meshes, rendering, synthetic scenes, BOP-format datasets."""
