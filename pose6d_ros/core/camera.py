@@ -375,13 +375,12 @@ def _model_name(D, distortion_model):
 
 
 def _checked_size(width, height, what='camera image'):
-    ok = True
-    for value in (width, height):
-        try:
-            ok &= float(value) == int(value) and int(value) > 0
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-    if not ok:
+    def is_positive_int(value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            return False
+        return bool(np.isfinite(value) and value == int(value) and value > 0)
+
+    if not (is_positive_int(width) and is_positive_int(height)):
         raise CameraError(f'{what} width and height must be positive integers; '
                           f'got width={width!r}, height={height!r}')
     return int(width), int(height)

@@ -91,13 +91,11 @@ def accuracy_curve(errors, thresholds):
     return (errors[None, :] < thresholds[:, None]).mean(axis=1)
 
 
-def curve_auc(errors, max_threshold, steps=1000):
+def curve_auc(errors, max_threshold):
     """Area under the accuracy-vs-threshold curve on [0, max_threshold], normalised to [0, 1].
 
     Exact: an error e passes every threshold in (e, max_threshold], so it adds
-    max(0, 1 - e / max_threshold); misses add 0 and perfect errors give 1. (A trapezoid rule
-    on a grid lost half a step at each jump: 0.9995 for all-zero errors.) `steps` is unused,
-    kept for callers.
+    max(0, 1 - e / max_threshold); misses add 0 and perfect errors give 1.
     """
     errors = np.asarray(errors, dtype=np.float64).ravel()
     if errors.size == 0:

@@ -71,9 +71,11 @@ class Symmetries:
         for i, values in enumerate(data.get('symmetries_discrete') or []):
             S = _float_array(values, f'{where}.symmetries_discrete[{i}]', size=16).reshape(4, 4)
             S[:3, 3] *= translation_scale
-            if not Pose.from_matrix(S).is_valid(atol=1e-4):
+            if not (Pose.from_matrix(S).is_valid(atol=1e-4)
+                    and np.allclose(S[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4)):
                 raise ObjectModelError(f'{where}.symmetries_discrete[{i}] is not a rigid '
-                                       'transform (expected a rotation with det +1)')
+                                       'transform (expected a rotation with det +1 and last '
+                                       'row [0, 0, 0, 1])')
             discrete.append(S)
         continuous = []
         for i, entry in enumerate(data.get('symmetries_continuous') or []):

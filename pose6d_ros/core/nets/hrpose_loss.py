@@ -1,0 +1,68 @@
+"""HRPose losses: the task loss and the integrated knowledge distillation (Guan et al.).
+
+- task: mean squared error on the belief maps and on the vector fields;
+- output distillation: the same MSE between the student's and the frozen teacher's outputs;
+- feature-similarity distillation: pairwise cosine-similarity matrices of backbone features,
+  pooled to a shared spatial size, compared by squared error (structured knowledge
+  distillation, Liu et al.).
+
+The paper's extraction lost its equations. We sum the feature-similarity error over all pairs
+(and average over the batch): with its weight 5e-5 a per-pair mean would be negligible, and the
+paper reports that 1e-3 already disrupts training, which only a sum makes possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+
+@dataclass
+class DistillationWeights:
+    output: float = 0.5                # alpha: output distillation
+    feature_similarity: float = 5e-5   # beta: feature-similarity distillation
+    similarity_size: int = 28          # features are pooled to this size (square) first
+
+
+def keypoint_loss(outputs, targets):
+    """Task loss: MSE on belief maps plus MSE on vector fields.
+
+    outputs / targets: dicts with 'belief' (B, C*9, h, w) and 'vectors' (B, C*16, h, w).
+    """
+    return (F.mse_loss(outputs['belief'], targets['belief'])
+            + F.mse_loss(outputs['vectors'], targets['vectors']))
+
+
+def output_distillation_loss(student, teacher):
+    """MSE between the student's and the teacher's belief maps and vector fields."""
+    return (F.mse_loss(student['belief'], teacher['belief'].detach())
+            + F.mse_loss(student['vectors'], teacher['vectors'].detach()))
+
+
+def similarity_matrix(features, size):
+    """Pairwise cosine similarities (B, N, N) of features pooled to size x size (N = size^2)."""
+    pooled = F.adaptive_avg_pool2d(features, size)          # (B, C, s, s)
+    vectors = F.normalize(pooled.flatten(2), dim=1)         # (B, C, N), unit along channels
+    return vectors.transpose(1, 2) @ vectors                # (B, N, N)
+
+
+def feature_similarity_loss(student_features, teacher_features, size):
+    """Squared difference of the two similarity matrices, summed over pairs, batch-averaged."""
+    student = similarity_matrix(student_features, size)
+    teacher = similarity_matrix(teacher_features.detach(), size)
+    return ((student - teacher) ** 2).sum(dim=(1, 2)).mean()
+
+
+def distillation_loss(student, teacher, targets, weights=None):
+    """Task + alpha * output distillation + beta * feature similarity -> (total, parts)."""
+    weights = weights or DistillationWeights()
+    parts = {
+        'task': keypoint_loss(student, targets),
+        'output_distillation': output_distillation_loss(student, teacher),
+        'feature_similarity': feature_similarity_loss(student['features'], teacher['features'],
+                                                      weights.similarity_size),
+    }
+    total = (parts['task'] + weights.output * parts['output_distillation']
+             + weights.feature_similarity * parts['feature_similarity'])
+    return total, parts
