@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pose6d_ros.core.nets.instances import KeypointInstance
+
 NUM_KEYPOINTS = 9
 NUM_CORNERS = 8
 CENTROID = 8
@@ -36,16 +38,6 @@ class CodecConfig:
     peak_threshold: float = 0.1      # minimum belief of a keypoint peak
     angle_threshold_deg: float = 30.0  # a corner joins a centroid its field points at within this
     min_keypoints: int = 5           # fewer keypoints (centroid included): instance dropped
-
-
-@dataclass
-class KeypointInstance:
-    """One decoded object instance, in network-input pixels."""
-
-    class_id: int
-    keypoints: np.ndarray   # (9, 2); NaN where a keypoint was not found
-    confidence: np.ndarray  # (9,) peak beliefs; 0 where not found
-    score: float            # mean belief over the found keypoints times the found fraction
 
 
 def to_map(points, stride):
@@ -148,6 +140,8 @@ def _parabola_offset(left, centre, right):
 
 def decode(belief, vectors, num_classes, config=None):
     """Keypoint instances for each image of a batch.
+
+    An instance's score is the mean belief of its found keypoints times the found fraction.
 
     belief: (B, num_classes * 9, h, w); vectors: (B, num_classes * 16, h, w).
     Returns a list (one per image) of lists of KeypointInstance, keypoints in input pixels.

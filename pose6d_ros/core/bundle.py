@@ -1,0 +1,196 @@
+"""Model bundles: one directory holding everything needed to rebuild and run a model.
+
+Layout::
+
+    <bundle>/
+      card.yaml      method, network config, decoder config, input size, normalisation,
+                     classes, training summary, metrics (human-readable, the model card)
+      weights.pt     the network's state_dict (torch.save; loaded with weights_only=True)
+      objects.yaml   the object set: names, ids, keypoints, diameters, symmetries, meshes
+      meshes/        optional copies of the meshes, referenced by objects.yaml
+
+`load_bundle(path)` needs nothing else. A bundle is written to a temporary folder beside its
+destination and renamed into place, so a crash never leaves half a bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+import shutil
+import tempfile
+
+import yaml
+
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.objects import ObjectSet
+
+BUNDLE_FORMAT = 'pose6d-bundle/1'
+CARD = 'card.yaml'
+WEIGHTS = 'weights.pt'
+OBJECTS = 'objects.yaml'
+IMAGENET_NORMALISATION = {'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]}
+
+
+class BundleError(Pose6dError):
+    """A model bundle that is missing, corrupt, or does not match itself."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its card, its object set and its weights (on the CPU)."""
+
+    path: Path
+    card: dict
+    objects: ObjectSet
+    state_dict: dict = field(repr=False)
+
+    @property
+    def method(self):
+        return self.card['method']
+
+    @property
+    def input_size(self):
+        """(width, height) of the network input."""
+        return tuple(self.card['input_size'])
+
+    def build_network(self):
+        """The network with its weights loaded, in eval mode, on the CPU."""
+        from pose6d_ros.core.nets.registry import build_network
+
+        network = build_network(self.method, self.card['network'])
+        try:
+            network.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise BundleError(f'bundle {self.path}: weights do not match the network described in '
+                              f'{CARD} ({first})') from None
+        return network.float().eval()
+
+
+def save_bundle(path, method, network_config, state_dict, objects, input_size,
+                decoder=None, normalisation=None, training=None, metrics=None,
+                half_precision=False, copy_meshes=False, force=False):
+    """Write a bundle directory atomically; returns its path.
+
+    half_precision stores floating-point weights as float16 (half the size; they are loaded
+    back as float32). copy_meshes copies every object's mesh into `meshes/`.
+    """
+    import torch
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise BundleError(f'{path} already exists; pass force to overwrite it')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
+    try:
+        weights = {k: (v.detach().cpu().half() if half_precision and v.is_floating_point()
+                       else v.detach().cpu()) for k, v in state_dict.items()}
+        torch.save(weights, staging / WEIGHTS)
+        objects = _objects_for_bundle(objects, staging, copy_meshes)
+        objects.to_yaml(staging / OBJECTS)
+        card = {
+            'format': BUNDLE_FORMAT,
+            'method': method,
+            'classes': objects.names,
+            'input_size': [int(input_size[0]), int(input_size[1])],
+            'normalisation': normalisation or IMAGENET_NORMALISATION,
+            'network': network_config,
+            'decoder': decoder or {},
+            'weights': WEIGHTS,
+            'weights_dtype': 'float16' if half_precision else 'float32',
+            'training': training or {},
+            'metrics': metrics or {},
+        }
+        (staging / CARD).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
+        if path.exists():
+            shutil.rmtree(path)
+        staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def load_bundle(path):
+    """Read and check a bundle; raises BundleError naming what is wrong."""
+    import torch
+
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f'model bundle not found: {path} (expected a folder with {CARD}, '
+                          f'{WEIGHTS} and {OBJECTS})')
+    for name in (CARD, WEIGHTS, OBJECTS):
+        if not (path / name).is_file():
+            raise BundleError(f'bundle {path} has no {name}; is it a pose6d model bundle?')
+    try:
+        card = yaml.safe_load((path / CARD).read_text())
+    except yaml.YAMLError as exc:
+        raise BundleError(f'bundle {path}: {CARD} is not valid YAML ({exc})') from None
+    _check_card(card, path)
+    objects = ObjectSet.from_yaml(path / OBJECTS)
+    if objects.names != card['classes']:
+        raise BundleError(f'bundle {path}: classes in {CARD} ({", ".join(card["classes"])}) do '
+                          f'not match {OBJECTS} ({", ".join(objects.names)})')
+    try:
+        state_dict = torch.load(path / WEIGHTS, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise BundleError(f'bundle {path}: cannot read {WEIGHTS} ({exc})') from None
+    if not isinstance(state_dict, dict):
+        raise BundleError(f'bundle {path}: {WEIGHTS} does not hold a state_dict')
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    return Bundle(path, card, objects, state_dict)
+
+
+def _check_card(card, path):
+    if not isinstance(card, dict):
+        raise BundleError(f'bundle {path}: {CARD} must hold a mapping')
+    if card.get('format') != BUNDLE_FORMAT:
+        raise BundleError(f'bundle {path}: unsupported format {card.get("format")!r}; '
+                          f'expected {BUNDLE_FORMAT!r}')
+    from pose6d_ros.core.nets.registry import METHODS
+
+    if card.get('method') not in METHODS:
+        raise BundleError(f'bundle {path}: unknown method {card.get("method")!r}; expected one '
+                          f'of {", ".join(METHODS)}')
+    size = card.get('input_size')
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise BundleError(f'bundle {path}: input_size must be [width, height] in pixels; '
+                          f'got {size!r}')
+    norm = card.get('normalisation')
+    if (not isinstance(norm, dict) or len(norm.get('mean', [])) != 3
+            or len(norm.get('std', [])) != 3 or not all(s > 0 for s in norm['std'])):
+        raise BundleError(f'bundle {path}: normalisation must have 3 means and 3 positive stds')
+    if not isinstance(card.get('classes'), list) or not card['classes']:
+        raise BundleError(f'bundle {path}: classes must be a non-empty list of object names')
+    if not isinstance(card.get('network'), dict):
+        raise BundleError(f'bundle {path}: network must be a mapping (the network config)')
+
+
+def _objects_for_bundle(objects, staging, copy_meshes):
+    """The object set with mesh paths the bundle can keep (copied, or left where they are)."""
+    if not copy_meshes:
+        return objects
+    (staging / 'meshes').mkdir()
+    copies = []
+    for obj in objects:
+        obj = copy.copy(obj)  # the caller's set keeps its own paths
+        if obj.mesh_path is not None and Path(obj.mesh_path).is_file():
+            target = staging / 'meshes' / Path(obj.mesh_path).name
+            shutil.copy2(obj.mesh_path, target)
+            obj.mesh_path = target
+        copies.append(obj)
+    return ObjectSet(copies)
+
+
+def _plain(value):
+    """YAML-safe copy: tuples -> lists, numpy scalars -> Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, 'item') and callable(value.item):
+        return value.item()
+    return value

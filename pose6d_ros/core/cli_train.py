@@ -1,0 +1,70 @@
+"""`pose6d train` and `pose6d distill`: argument parsing for the training loop (train.py)."""
+
+from __future__ import annotations
+
+
+def register(commands):
+    """Add the train and distill sub-commands to the `pose6d` parser."""
+    train = commands.add_parser(
+        'train', help='train a network on a BOP-format dataset; writes RUN_DIR/bundle',
+        description='Config precedence: defaults, then the method\'s paper defaults, then '
+                    '--config YAML, then these flags. The resolved config is saved in RUN_DIR.')
+    train.add_argument('--method', choices=('keypoints', 'corners'), default=None,
+                       help='keypoints (HRPose) or corners (SSD corner regression)')
+    _common(train)
+    train.set_defaults(run=_run_train, distill=False)
+
+    distill = commands.add_parser(
+        'distill', help='train the HRPose student with knowledge distillation from a teacher',
+        description='Output distillation (weight 0.5) and feature-similarity distillation '
+                    '(weight 5e-5) from a frozen teacher bundle, added to the task loss.')
+    distill.add_argument('--teacher', required=True, metavar='BUNDLE',
+                         help='the trained keypoints teacher bundle')
+    _common(distill)
+    distill.set_defaults(run=_run_train, distill=True, method='keypoints')
+
+
+def _common(parser):
+    from pose6d_ros.core.cli import _positive_int
+
+    parser.add_argument('--data', metavar='DIR', help='BOP-format training dataset')
+    parser.add_argument('--val-data', metavar='DIR',
+                        help='held-out BOP dataset (default: --val-fraction of --data)')
+    parser.add_argument('--objects', metavar='PATH',
+                        help='objects YAML or models_info folder (default: the dataset\'s)')
+    parser.add_argument('--out', metavar='RUN_DIR', help='run directory')
+    parser.add_argument('--config', metavar='YAML', help='training config file')
+    parser.add_argument('--input-size', metavar='WxH', help='network input, e.g. 448x448')
+    parser.add_argument('--epochs', type=_positive_int)
+    parser.add_argument('--batch-size', type=_positive_int)
+    parser.add_argument('--lr', type=float)
+    parser.add_argument('--workers', type=int)
+    parser.add_argument('--device', help='auto, cpu or cuda')
+    parser.add_argument('--seed', type=int)
+    parser.add_argument('--max-iterations', type=_positive_int, help='stop after N steps')
+    parser.add_argument('--backbone', help='keypoints: hrnet_w18, hrnet_w18_small, hrnet_tiny')
+    parser.add_argument('--resume', action='store_true', help='continue RUN_DIR\'s checkpoint')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def _run_train(args):
+    from pose6d_ros.core.train import load_config, train
+
+    overrides = {
+        'method': args.method, 'data': args.data, 'val_data': args.val_data,
+        'objects': args.objects, 'out': args.out, 'input_size': args.input_size,
+        'epochs': args.epochs, 'batch_size': args.batch_size, 'lr': args.lr,
+        'workers': args.workers, 'device': args.device, 'seed': args.seed,
+        'max_iterations': args.max_iterations,
+        'teacher': getattr(args, 'teacher', None),
+    }
+    config = load_config(args.config, overrides)
+    if args.backbone:
+        config.network = {**config.network, 'backbone': args.backbone}
+    if args.distill and config.method != 'keypoints':
+        from pose6d_ros.core.errors import Pose6dError
+
+        raise Pose6dError('pose6d distill trains the keypoints method only')
+    bundle = train(config, resume=args.resume, progress=not args.quiet)
+    print(f'model bundle: {bundle}')
+    return 0

@@ -1,0 +1,173 @@
+"""The one inference path: image + camera -> list[ObjectPose]   (contract).
+
+Used by the ROS node, the bag tool, `pose6d predict/eval/demo` and validation during
+training. Stages: preprocess (letterbox into the network input, normalise), network, decode
+(method-specific, on the network's device), then per instance: keypoints back to camera pixels
+and PnP with the live intrinsics and distortion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from pose6d_ros.core.camera import Letterbox
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.geometry import box_2d
+from pose6d_ros.core.methods import get_method
+from pose6d_ros.core.pnp import solve_pnp
+from pose6d_ros.core.results import ObjectPose
+
+
+@dataclass
+class EstimatorConfig:
+    score_threshold: float = 0.3          # instances below this score are dropped
+    max_reprojection_error: float = 10.0  # pixels; worse PnP fits are dropped
+    min_keypoints: int = 4                # keypoints needed for PnP (at least 4)
+    use_weights: bool = True              # weight PnP points by keypoint confidence
+    amp: bool = True                      # fp16/bf16 autocast on a GPU
+    channels_last: bool = True            # memory format on a GPU
+
+
+def select_device(device='auto'):
+    """'auto' -> 'cuda' when a GPU is there, else 'cpu'; anything else is checked."""
+    if device in (None, 'auto'):
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if str(device).startswith('cuda') and not torch.cuda.is_available():
+        raise Pose6dError(f'device {device!r} was asked for but no CUDA GPU is available; '
+                          'use device "cpu" or "auto"')
+    if not (str(device) == 'cpu' or str(device).startswith('cuda')):
+        raise Pose6dError(f'unknown device {device!r}; expected "auto", "cpu" or "cuda[:N]"')
+    return str(device)
+
+
+class Estimator:
+    """A network, its method and object set, ready to estimate poses.
+
+    `estimator(image_rgb, camera)` -> list[ObjectPose]; `estimator.batch(images, cameras)`
+    -> one list per image (the same results as the single-image path).
+    """
+
+    def __init__(self, network, method, objects, input_size, normalisation, decoder=None,
+                 device='auto', config=None):
+        self.device = select_device(device)
+        self.objects = objects
+        self.input_size = tuple(int(v) for v in input_size)
+        self.config = config or EstimatorConfig()
+        self.method = (get_method(method, len(objects), decoder=decoder)
+                       if isinstance(method, str) else method)
+        self.network = network.to(self.device).eval()
+        if self.device.startswith('cuda') and self.config.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self._mean = torch.tensor(normalisation['mean'], device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(normalisation['std'], device=self.device).view(1, 3, 1, 1)
+        self._points_3d = [np.asarray(obj.keypoints, dtype=np.float64) for obj in objects]
+        self.timings = {}
+
+    @classmethod
+    def from_bundle(cls, path, device='auto', config=None):
+        """Load a model bundle (see bundle.py); refuses a corrupt or mismatched one clearly."""
+        from pose6d_ros.core.bundle import load_bundle
+
+        bundle = load_bundle(path)
+        network = bundle.build_network()
+        method = get_method(bundle.method, len(bundle.objects), bundle.card['network'],
+                            bundle.card.get('decoder'))
+        return cls(network, method, bundle.objects, bundle.input_size,
+                   bundle.card['normalisation'], device=device, config=config)
+
+    # --- the pipeline -------------------------------------------------------------------------
+
+    def __call__(self, image, camera):
+        """Poses of every detected object in one RGB image (H, W, 3) uint8 seen by `camera`."""
+        return self.batch([image], [camera])[0]
+
+    @torch.inference_mode()
+    def batch(self, images, cameras):
+        """Poses for several images (each with its own camera); one list per image."""
+        if len(images) != len(cameras):
+            raise ValueError(f'got {len(images)} images but {len(cameras)} cameras')
+        if not images:
+            return []
+        start = time.perf_counter()
+        letterboxes = [self._check(image, camera) for image, camera in zip(images, cameras)]
+        tensor = self.preprocess(images, letterboxes)
+        after_preprocess = time.perf_counter()
+        outputs = self.forward(tensor)
+        after_network = time.perf_counter()
+        decoded = self.method.decode(outputs)   # one host transfer for the batch
+        after_decode = time.perf_counter()
+        results = [self.solve(instances, letterbox, camera)
+                   for instances, letterbox, camera in zip(decoded, letterboxes, cameras)]
+        end = time.perf_counter()
+        self.timings = {'preprocess': after_preprocess - start,
+                        'network': after_network - after_preprocess,
+                        'decode': after_decode - after_network, 'pnp': end - after_decode,
+                        'total': end - start}
+        return results
+
+    def preprocess(self, images, letterboxes):
+        """Letterbox + normalise into a (B, 3, H, W) tensor on the device."""
+        width, height = self.input_size
+        batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
+        for i, (image, letterbox) in enumerate(zip(images, letterboxes)):
+            batch[i] = letterbox.apply(image, interpolation=cv2.INTER_LINEAR)
+        tensor = torch.from_numpy(batch)
+        if self.device.startswith('cuda'):
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
+        tensor = (tensor - self._mean) / self._std
+        if self.device.startswith('cuda') and self.config.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def forward(self, tensor):
+        """The network's raw outputs for a preprocessed batch."""
+        if self.device.startswith('cuda') and self.config.amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast('cuda', dtype=dtype):
+                outputs = self.network(tensor)
+            return {k: v.float() for k, v in outputs.items()}
+        return self.network(tensor)
+
+    def solve(self, instances, letterbox, camera):
+        """Decoded instances (network-input pixels) -> ObjectPoses (camera pixels, PnP)."""
+        results = []
+        for instance in instances:
+            if instance.score < self.config.score_threshold:
+                continue
+            found = np.isfinite(instance.keypoints).all(axis=1)
+            if found.sum() < max(self.config.min_keypoints, 4):
+                continue
+            obj = self.objects[instance.class_id]
+            keypoints = np.full((9, 2), np.nan)
+            keypoints[found] = letterbox.to_camera(instance.keypoints[found])
+            weights = instance.confidence[found] if self.config.use_weights else None
+            fit = solve_pnp(self._points_3d[instance.class_id][found], keypoints[found],
+                            camera, weights=weights)
+            if not fit.success or fit.reprojection_error > self.config.max_reprojection_error:
+                continue
+            box = (letterbox.to_camera(instance.box.reshape(2, 2)).ravel()
+                   if instance.box is not None
+                   else box_2d(camera.project(fit.pose.transform(obj.keypoints[:8]))))
+            box = np.clip(box, -0.5, [camera.width - 0.5, camera.height - 0.5] * 2)
+            results.append(ObjectPose(
+                obj.name, obj.class_id, obj.object_id, float(instance.score), keypoints, box,
+                fit.R, fit.t, fit.reprojection_error, len(fit.inliers), obj.box_size,
+                obj.keypoints[8].copy()))
+        results.sort(key=lambda r: -r.score)
+        return results
+
+    def _check(self, image, camera):
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise Pose6dError(f'expected an RGB image (H, W, 3) of uint8; got shape '
+                              f'{image.shape} of {image.dtype}')
+        if image.shape[:2] != (camera.height, camera.width):
+            raise Pose6dError(f'image is {image.shape[1]}x{image.shape[0]} but the camera is '
+                              f'{camera.width}x{camera.height}')
+        return Letterbox.fit(camera.width, camera.height, *self.input_size)

@@ -1,0 +1,122 @@
+"""The two methods behind one interface, for the training loop and the estimator.
+
+A method knows how to build its network, turn labelled instances into targets, compute its
+loss, and decode network outputs into `KeypointInstance`s (network-input pixels). Everything
+after decoding (letterbox undone, PnP, filtering) is shared and lives in the estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+import math
+
+import torch
+
+from pose6d_ros.core.errors import Pose6dError
+
+
+class KeypointsMethod:
+    """HRPose: belief maps + vector fields (Guan et al.)."""
+
+    name = 'keypoints'
+
+    def __init__(self, num_classes, network=None, decoder=None):
+        from pose6d_ros.core.nets.keypoint_codec import CodecConfig
+
+        self.num_classes = int(num_classes)
+        self.network_config = dict(network or {})
+        self.network_config['num_classes'] = self.num_classes
+        self.codec = _dataclass_from(CodecConfig, decoder or {}, 'decoder')
+
+    def build_network(self):
+        from pose6d_ros.core.nets.hrpose import HRPose, HRPoseConfig
+
+        return HRPose(HRPoseConfig.from_dict(self.network_config))
+
+    def decoder_config(self):
+        return asdict(self.codec)
+
+    def targets(self, instances, input_size):
+        """{'belief': (C*9, h, w), 'vectors': (C*16, h, w)} for one sample."""
+        from pose6d_ros.core.nets.keypoint_codec import encode
+
+        width, height = input_size
+        belief, vectors = encode([(i.class_id, i.keypoints) for i in instances],
+                                 self.num_classes, math.ceil(height / self.codec.stride),
+                                 math.ceil(width / self.codec.stride), self.codec)
+        return {'belief': torch.from_numpy(belief), 'vectors': torch.from_numpy(vectors)}
+
+    def loss(self, outputs, targets, stage=2):
+        """Task loss (MSE on maps and fields) -> (total, {name: value})."""
+        from pose6d_ros.core.nets.hrpose_loss import keypoint_loss
+
+        belief = torch.nn.functional.mse_loss(outputs['belief'], targets['belief'])
+        vectors = torch.nn.functional.mse_loss(outputs['vectors'], targets['vectors'])
+        total = keypoint_loss(outputs, targets)
+        return total, {'belief': belief.detach(), 'vectors': vectors.detach()}
+
+    def decode(self, outputs):
+        """Per image, a list of KeypointInstance in network-input pixels."""
+        from pose6d_ros.core.nets.keypoint_codec import decode
+
+        return decode(outputs['belief'], outputs['vectors'], self.num_classes, self.codec)
+
+
+class CornersMethod:
+    """Single-shot detector regressing the 8 box corners (Zhang et al.)."""
+
+    name = 'corners'
+
+    def __init__(self, num_classes, network=None, decoder=None):
+        self.num_classes = int(num_classes)
+        self.network_config = dict(network or {})
+        self.network_config['num_classes'] = self.num_classes
+        self.decoder = dict(decoder or {})
+
+    def build_network(self):
+        from pose6d_ros.core.nets.corners import CornersNet
+
+        return CornersNet.from_config_dict(self.network_config)
+
+    def decoder_config(self):
+        return dict(self.decoder)
+
+    def targets(self, instances, input_size):
+        """Variable-length ground truth: boxes (N, 4), corners (N, 8, 2), labels (N,)."""
+        return {
+            'boxes': torch.tensor([i.box for i in instances], dtype=torch.float32).reshape(-1, 4),
+            'corners': torch.tensor([i.keypoints[:8] for i in instances],
+                                    dtype=torch.float32).reshape(-1, 8, 2),
+            'labels': torch.tensor([i.class_id for i in instances], dtype=torch.long),
+        }
+
+    def loss(self, outputs, targets, stage=2):
+        from pose6d_ros.core.nets import corners_codec
+
+        return corners_codec.loss_for_batch(outputs, targets, stage=stage,
+                                            **self.decoder.get('loss', {}))
+
+    def decode(self, outputs):
+        from pose6d_ros.core.nets import corners_codec
+
+        return corners_codec.decode_for_batch(outputs, **{
+            k: v for k, v in self.decoder.items() if k != 'loss'})
+
+
+METHODS = {'keypoints': KeypointsMethod, 'corners': CornersMethod}
+
+
+def get_method(name, num_classes, network=None, decoder=None):
+    """The method object for `name` ('keypoints' or 'corners')."""
+    if name not in METHODS:
+        raise Pose6dError(f'unknown method {name!r}; expected one of {", ".join(METHODS)}')
+    return METHODS[name](num_classes, network, decoder)
+
+
+def _dataclass_from(cls, values, where):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise Pose6dError(f'{where}: unknown key(s) {", ".join(unknown)}; expected some of '
+                          f'{", ".join(sorted(known))}')
+    return cls(**values)

@@ -1,0 +1,408 @@
+"""One training loop for both networks (and for HRPose distillation).
+
+Config: dataclass defaults -> the method's paper defaults -> a YAML file -> command-line
+flags; the resolved config is written to RUN_DIR/config.yaml. Checkpoints hold the model,
+optimizer, scheduler, epoch and config (`--resume` continues from RUN_DIR/checkpoint.pt).
+Losses go to RUN_DIR/log.csv (and TensorBoard when installed); every `val_every` epochs the
+held-out split is scored with the core metrics. At the end a model bundle is written to
+RUN_DIR/bundle. Runs on one GPU, on the CPU, or on several GPUs under `torchrun` (DDP).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field, fields
+import math
+import os
+from pathlib import Path
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+import yaml
+
+from pose6d_ros.core.errors import Pose6dError
+
+# What each paper trained with; used where the config leaves a field unset (None).
+METHOD_DEFAULTS = {
+    # HRPose: Adam, lr 1e-4 halved every 20 epochs, 120 epochs, batch 32.
+    'keypoints': {'optimizer': 'adam', 'lr': 1e-4, 'lr_step_every': 20, 'lr_gamma': 0.5,
+                  'epochs': 120, 'batch_size': 32, 'weight_decay': 0.0,
+                  'network': {'backbone': 'hrnet_w18_small'}},
+    # Zhang et al.: SGD, momentum 0.9, weight decay 5e-4, step learning rate.
+    'corners': {'optimizer': 'sgd', 'lr': 1e-3, 'lr_step_every': 40, 'lr_gamma': 0.1,
+                'epochs': 120, 'batch_size': 32, 'weight_decay': 5e-4,
+                'network': {'depth': 18, 'resnet_h': True}},
+}
+
+
+@dataclass
+class TrainConfig:
+    method: str = 'keypoints'        # 'keypoints' (HRPose) or 'corners' (SSD corners)
+    data: str = ''                   # BOP dataset folder (or split folder) to train on
+    val_data: str | None = None      # held-out BOP folder; None: val_fraction of `data`
+    val_fraction: float = 0.1        # images held out of `data` when val_data is None
+    objects: str | None = None       # objects YAML / models_info folder; None: the dataset's
+    out: str = ''                    # run directory
+    input_size: tuple = (448, 448)   # network input (width, height)
+    network: dict = field(default_factory=dict)   # network config (backbone, depth, ...)
+    decoder: dict = field(default_factory=dict)   # decoder/codec config
+    optimizer: str | None = None     # 'adam' or 'sgd' (None: the method's paper default)
+    lr: float | None = None          # initial learning rate
+    momentum: float = 0.9            # SGD momentum
+    weight_decay: float | None = None
+    lr_step_every: int | None = None  # epochs between learning-rate steps
+    lr_gamma: float | None = None    # factor at each step
+    epochs: int | None = None
+    batch_size: int | None = None
+    stage1_epochs: int = 0           # corners: detection-only epochs before the full loss
+    max_iterations: int | None = None  # stop after this many steps (smoke runs)
+    workers: int = 2                 # data-loading processes
+    device: str = 'auto'             # 'auto', 'cpu', 'cuda'
+    amp: bool = True                 # mixed precision on a GPU
+    augment: bool = True             # geometric + photometric augmentation
+    seed: int = 0
+    val_every: int = 1               # epochs between validations (0: only at the end)
+    max_val_images: int = 200        # validation images scored each time
+    log_every: int = 10              # iterations between log lines
+    teacher: str | None = None       # keypoints: a teacher bundle to distil from
+    distillation: dict = field(default_factory=dict)  # alpha/beta weights (see hrpose_loss)
+    half_precision_bundle: bool = False  # store the final weights as float16
+
+    def resolved(self):
+        """A copy with the method's paper defaults filled in where fields are None."""
+        if self.method not in METHOD_DEFAULTS:
+            raise Pose6dError(f'unknown method {self.method!r}; expected keypoints or corners')
+        values = asdict(self)
+        for key, value in METHOD_DEFAULTS[self.method].items():
+            if key == 'network':
+                values['network'] = {**value, **values['network']}
+            elif values.get(key) is None:
+                values[key] = value
+        values['input_size'] = tuple(int(v) for v in values['input_size'])
+        return TrainConfig(**values)
+
+
+def load_config(path=None, overrides=None):
+    """TrainConfig from defaults, then a YAML file, then overrides {field: value}."""
+    values = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise Pose6dError(f'cannot read training config {path}: {exc}') from None
+        if not isinstance(loaded, dict):
+            raise Pose6dError(f'training config {path} must hold a mapping')
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise Pose6dError(f'unknown training config key(s) {", ".join(unknown)}; expected '
+                          f'some of {", ".join(sorted(known))}')
+    for key in ('network', 'decoder', 'distillation'):
+        if key in values and not isinstance(values[key], dict):
+            raise Pose6dError(f'training config {key} must be a mapping; got {values[key]!r}')
+    if 'input_size' in values:
+        values['input_size'] = parse_size(values['input_size'])
+    return TrainConfig(**values)
+
+
+def parse_size(value):
+    """'448x448', [448, 448] or 448 -> (width, height)."""
+    if isinstance(value, str):
+        parts = value.lower().split('x')
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value, value]
+    try:
+        width, height = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise Pose6dError(f'size must be WIDTHxHEIGHT (e.g. 448x448); got {value!r}') from None
+    if width <= 0 or height <= 0 or width % 4 or height % 4:
+        raise Pose6dError(f'network input size must be positive multiples of 4; got {value!r}')
+    return width, height
+
+
+class _View:
+    """A subset of a BopDataset by indices (samples, not tensors)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.dataset[self.indices[i]]
+
+
+def train(config, resume=False, progress=True):
+    """Train as configured; returns the path of the bundle written at the end."""
+    from pose6d_ros.core.bundle import IMAGENET_NORMALISATION, save_bundle
+    from pose6d_ros.core.data.bop import BopDataset
+    from pose6d_ros.core.data.training import AugmentConfig, collate, PoseSamples
+    from pose6d_ros.core.estimator import Estimator, select_device
+    from pose6d_ros.core.evaluate import evaluate_dataset
+    from pose6d_ros.core.methods import get_method
+    from pose6d_ros.core.objects import ObjectSet
+
+    config = config.resolved()
+    if not config.data or not config.out:
+        raise Pose6dError('training needs --data (a BOP dataset) and --out (a run directory)')
+    out = Path(config.out)
+    checkpoint_path = out / 'checkpoint.pt'
+    distributed = _setup_distributed()
+    rank = torch.distributed.get_rank() if distributed else 0
+    device = (f'cuda:{int(os.environ.get("LOCAL_RANK", 0))}' if distributed
+              and torch.cuda.is_available() else select_device(config.device))
+    if resume and not checkpoint_path.is_file():
+        raise Pose6dError(f'--resume: no checkpoint at {checkpoint_path}')
+    if not resume and out.exists() and any(out.iterdir()):
+        raise Pose6dError(f'run directory {out} is not empty; pass --resume to continue that '
+                          'run or choose another --out')
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'config.yaml').write_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False))
+
+    torch.manual_seed(config.seed)
+    dataset = BopDataset(config.data)
+    objects = (ObjectSet.load(config.objects) if config.objects else dataset.object_set)
+    if objects is None:
+        raise Pose6dError(f'{config.data} has no models/models_info.json; pass --objects')
+    if config.val_data:
+        train_view, val_view = dataset, BopDataset(config.val_data)
+    else:
+        order = np.random.default_rng(config.seed).permutation(len(dataset))
+        held = int(round(len(dataset) * config.val_fraction))
+        train_view = _View(dataset, sorted(order[held:]))
+        val_view = _View(dataset, sorted(order[:held]))
+    if len(train_view) == 0:
+        raise Pose6dError(f'no training images in {config.data}')
+
+    method = get_method(config.method, len(objects), config.network, config.decoder)
+    network = method.build_network().to(device)
+    teacher = _load_teacher(config, objects, device)
+    normalisation = IMAGENET_NORMALISATION
+    samples = PoseSamples(train_view, objects, config.input_size, method.targets,
+                          normalisation, AugmentConfig(enabled=config.augment), config.seed)
+    sampler = (torch.utils.data.distributed.DistributedSampler(samples, seed=config.seed)
+               if distributed else None)
+    loader = torch.utils.data.DataLoader(
+        samples, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        num_workers=config.workers, collate_fn=collate, drop_last=len(samples) > config.batch_size,
+        pin_memory=device.startswith('cuda'), persistent_workers=False,
+        generator=torch.Generator().manual_seed(config.seed))
+    model = (torch.nn.parallel.DistributedDataParallel(network, device_ids=[device]
+                                                       if device.startswith('cuda') else None)
+             if distributed else network)
+    optimizer = _optimizer(config, network)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_every, config.lr_gamma)
+    use_amp = config.amp and device.startswith('cuda')
+    scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
+
+    start_epoch, iteration = 0, 0
+    if resume:
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        network.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        scaler.load_state_dict(state['scaler'])
+        start_epoch, iteration = state['epoch'], state['iteration']
+
+    log = _Log(out / 'log.csv', enabled=rank == 0)
+    started = time.time()
+    last_metrics = {}
+    bar = _progress(config.epochs * len(loader), iteration, enabled=progress and rank == 0)
+    for epoch in range(start_epoch, config.epochs):
+        samples.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        stage = 1 if epoch < config.stage1_epochs else 2
+        model.train()
+        for images, targets in loader:
+            images = images.to(device, non_blocking=True)
+            targets = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                           else [t.to(device) for t in v]) for k, v in targets.items()}
+            with torch.autocast('cuda', enabled=use_amp):
+                outputs = model(images)
+                loss, parts = _loss(method, outputs, targets, stage, teacher, images, config)
+            if not torch.isfinite(loss):
+                raise Pose6dError(f'the loss became {loss.item()} at iteration {iteration}; '
+                                  'lower the learning rate')
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            bar.update(1)
+            if iteration % config.log_every == 0 or iteration == 1:
+                log.write(epoch=epoch, iteration=iteration, lr=optimizer.param_groups[0]['lr'],
+                          loss=loss.item(), **{k: float(v.detach()) if isinstance(v, torch.Tensor)
+                                             else float(v) for k, v in parts.items()})
+                bar.set_postfix(loss=f'{loss.item():.4g}')
+            if config.max_iterations and iteration >= config.max_iterations:
+                break
+        scheduler.step()
+        finished = (epoch + 1 == config.epochs or (
+            config.max_iterations and iteration >= config.max_iterations))
+        if rank == 0:
+            _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler, epoch + 1,
+                             iteration, config)
+            if len(val_view) and (finished or (config.val_every
+                                               and (epoch + 1) % config.val_every == 0)):
+                estimator = Estimator(network, method, objects, config.input_size,
+                                      normalisation, device=device)
+                summary, _ = evaluate_dataset(estimator, val_view, config.max_val_images)
+                network.train()
+                last_metrics = {'validation': summary['mean'], 'epoch': epoch + 1,
+                                'instances': summary['instances']}
+                log.write(epoch=epoch, iteration=iteration, lr=optimizer.param_groups[0]['lr'],
+                          **{f'val_{k}': v for k, v in summary['mean'].items()})
+        if finished:
+            break
+    bar.close()
+    log.close()
+
+    bundle_path = out / 'bundle'
+    if rank == 0:
+        save_bundle(bundle_path, config.method, network.config_dict(), network.state_dict(),
+                    objects, config.input_size, decoder=method.decoder_config(),
+                    normalisation=normalisation, metrics=last_metrics,
+                    training=_training_summary(config, len(train_view), iteration, started,
+                                               device),
+                    half_precision=config.half_precision_bundle, force=True)
+    if distributed:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return bundle_path
+
+
+def _loss(method, outputs, targets, stage, teacher, images, config):
+    if teacher is None:
+        return method.loss(outputs, targets, stage)
+    from pose6d_ros.core.nets.hrpose_loss import distillation_loss, DistillationWeights
+
+    with torch.no_grad():
+        teacher_outputs = teacher(images)
+    return distillation_loss(outputs, teacher_outputs, targets,
+                             DistillationWeights(**config.distillation))
+
+
+def _load_teacher(config, objects, device):
+    if not config.teacher:
+        return None
+    from pose6d_ros.core.bundle import load_bundle
+
+    if config.method != 'keypoints':
+        raise Pose6dError('distillation (--teacher) is for the keypoints method only')
+    bundle = load_bundle(config.teacher)
+    if bundle.method != 'keypoints' or bundle.objects.names != objects.names:
+        raise Pose6dError(f'teacher {config.teacher} must be a keypoints bundle for the same '
+                          f'objects ({", ".join(objects.names)}); it has {bundle.method} for '
+                          f'{", ".join(bundle.objects.names)}')
+    teacher = bundle.build_network().to(device).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def _optimizer(config, network):
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    if config.optimizer == 'adam':
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == 'sgd':
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    raise Pose6dError(f'unknown optimizer {config.optimizer!r}; expected adam or sgd')
+
+
+def _setup_distributed():
+    if int(os.environ.get('WORLD_SIZE', 1)) <= 1:
+        return False
+    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    torch.distributed.init_process_group(backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    return True
+
+
+def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iteration, config):
+    temporary = path.with_suffix('.tmp')
+    torch.save({'model': network.state_dict(), 'optimizer': optimizer.state_dict(),
+                'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict(),
+                'epoch': epoch, 'iteration': iteration, 'config': _plain(asdict(config)),
+                'network': network.config_dict()}, temporary)
+    os.replace(temporary, path)
+
+
+def _training_summary(config, images, iterations, started, device):
+    return {
+        'command': ' '.join(['pose6d'] + sys.argv[1:]) if sys.argv else '',
+        'method': config.method, 'data': str(config.data), 'images': images,
+        'iterations': iterations, 'epochs': config.epochs, 'batch_size': config.batch_size,
+        'input_size': list(config.input_size), 'seed': config.seed,
+        'seconds': round(time.time() - started, 1), 'device': device,
+        'hardware': (torch.cuda.get_device_name(device) if device.startswith('cuda')
+                     else f'{platform.processor() or platform.machine()}, '
+                          f'{os.cpu_count()} CPU cores'),
+        'teacher': config.teacher,
+    }
+
+
+class _Log:
+    """CSV of losses (one row per log step; columns grow as new keys appear)."""
+
+    def __init__(self, path, enabled=True):
+        self.path, self.enabled, self.rows = path, enabled, []
+        if enabled and path.is_file():  # a resumed run keeps its earlier rows
+            with open(path, newline='') as handle:
+                self.rows = list(csv.DictReader(handle))
+        self._tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tensorboard = SummaryWriter(str(path.parent / 'tensorboard'))
+            except Exception:  # tensorboard is optional
+                self._tensorboard = None
+
+    def write(self, **row):
+        if not self.enabled:
+            return
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        temporary = self.path.with_suffix('.tmp')
+        with open(temporary, 'w', newline='') as handle:
+            writer = csv.DictWriter(handle, keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(temporary, self.path)
+        if self._tensorboard is not None:
+            for key, value in row.items():
+                if key not in ('epoch', 'iteration') and isinstance(value, (int, float)) \
+                        and math.isfinite(value):
+                    self._tensorboard.add_scalar(key, value, row.get('iteration', 0))
+
+    def close(self):
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _progress(total, initial, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit='it', dynamic_ncols=True,
+                desc='train')
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny synthetic dataset of one coloured box, made once per test session."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+FACE_COLOURS = [(220, 40, 40), (40, 200, 60), (40, 70, 220), (230, 210, 40), (200, 60, 200),
+                (40, 200, 210)]
+
+
+def coloured_box(extents=(0.06, 0.05, 0.04)):
+    """A box whose six faces have six different colours, so its pose is unambiguous."""
+    box = trimesh.creation.box(extents=extents).subdivide().subdivide()
+    face_normals = box.face_normals
+    axis = np.abs(face_normals).argmax(axis=1)
+    side = (face_normals[np.arange(len(axis)), axis] > 0).astype(int)
+    colours = np.array(FACE_COLOURS, dtype=np.uint8)[axis * 2 + side]
+    box.visual.face_colors = np.concatenate([colours, np.full((len(colours), 1), 255, np.uint8)],
+                                            axis=1)
+    return box
+
+
+def write_box_object(folder):
+    """objects.yaml + box.ply + a 96x72 camera.yaml in `folder`; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    coloured_box().export(folder / 'box.ply')
+    (folder / 'objects.yaml').write_text('objects:\n  - name: box\n    id: 1\n    mesh: box.ply\n')
+    (folder / 'camera.yaml').write_text(
+        'fx: 150.0\nfy: 150.0\ncx: 47.5\ncy: 35.5\nwidth: 96\nheight: 72\n')
+    return folder / 'objects.yaml', folder / 'camera.yaml'
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory):
+    """24 rendered 96x72 images of the coloured box, as a BOP dataset (made with pose6d synth)."""
+    from pose6d_ros.core import cli
+
+    root = tmp_path_factory.mktemp('tiny_dataset')
+    objects, camera = write_box_object(root / 'inputs')
+    status = cli.main(['synth', '--objects', str(objects), '--camera', str(camera),
+                       '--out', str(root / 'data'), '--images', '24', '--workers', '1',
+                       '--seed', '3', '--config', str(_scene_config(root))])
+    assert status == 0
+    return root / 'data'
+
+
+def _scene_config(root):
+    """Large, unoccluded objects: a learnable set for short CPU runs."""
+    path = root / 'scene.yaml'
+    path.write_text('scene:\n  occluders: [0, 0]\n  distractors: [0, 1]\n'
+                    '  object_size: [0.4, 0.6]\n  objects_per_image: [1, 1]\n')
+    return path

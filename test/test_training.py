@@ -1,0 +1,172 @@
+"""The shared training loop: learning works, checkpoints resume, bundles load, distillation."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pose6d_ros.core import cli
+from pose6d_ros.core.bundle import IMAGENET_NORMALISATION, load_bundle
+from pose6d_ros.core.data.bop import BopDataset
+from pose6d_ros.core.data.training import collate, PoseSamples
+from pose6d_ros.core.estimator import Estimator
+from pose6d_ros.core.evaluate import evaluate_dataset
+from pose6d_ros.core.methods import get_method
+from pose6d_ros.core.train import load_config, TrainConfig
+
+INPUT = (96, 72)
+
+
+def test_keypoints_learning_works_on_a_tiny_set(tiny_dataset):
+    """A short CPU run cuts the loss by a large factor and the poses pass the 2D test."""
+    torch.manual_seed(0)
+    dataset = BopDataset(tiny_dataset)
+    objects = dataset.object_set
+    method = get_method('keypoints', len(objects), {'backbone': 'hrnet_tiny'})
+    network = method.build_network()
+    samples = PoseSamples(dataset, objects, INPUT, method.targets, IMAGENET_NORMALISATION)
+    images, targets = collate([samples[i] for i in range(len(samples))])
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(250):
+        batch = torch.randperm(len(images))[:8]
+        loss, _ = method.loss(network(images[batch]), {k: v[batch] for k, v in targets.items()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[:5]) / np.mean(losses[-5:]) > 5.0
+    estimator = Estimator(network, method, objects, INPUT, IMAGENET_NORMALISATION, device='cpu')
+    summary, _ = evaluate_dataset(estimator, dataset)
+    assert summary['mean']['recall'] >= 0.8
+    assert summary['mean']['proj_2d_5px'] >= 0.6
+
+
+@pytest.fixture(scope='module')
+def trained_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp('run') / 'run'
+    status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
+                       '--out', str(out), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
+                       '--epochs', '2', '--batch-size', '4', '--max-iterations', '6',
+                       '--workers', '0', '--device', 'cpu', '--quiet'])
+    assert status == 0
+    return out
+
+
+def test_train_command_writes_config_log_checkpoint_and_bundle(trained_run):
+    config = yaml.safe_load((trained_run / 'config.yaml').read_text())
+    assert config['method'] == 'keypoints' and config['optimizer'] == 'adam'  # paper default
+    assert config['input_size'] == [96, 72] and config['network']['backbone'] == 'hrnet_tiny'
+    rows = list(csv.DictReader(open(trained_run / 'log.csv')))
+    assert any(row['loss'] for row in rows) and any(row.get('val_recall') for row in rows)
+    state = torch.load(trained_run / 'checkpoint.pt', weights_only=False)
+    assert {'model', 'optimizer', 'scheduler', 'epoch', 'iteration'} <= set(state)
+    bundle = load_bundle(trained_run / 'bundle')
+    assert bundle.method == 'keypoints' and bundle.input_size == (96, 72)
+    assert bundle.card['training']['iterations'] == state['iteration']
+    assert 'validation' in bundle.card['metrics']
+
+
+def test_bundle_rebuilds_the_trained_network_exactly(trained_run, tiny_dataset):
+    state = torch.load(trained_run / 'checkpoint.pt', weights_only=False)
+    bundle = load_bundle(trained_run / 'bundle')
+    network = bundle.build_network()
+    method = get_method('keypoints', len(bundle.objects), bundle.card['network'])
+    reference = method.build_network()
+    reference.load_state_dict(state['model'])
+    reference.eval()
+    image = torch.rand(1, 3, 72, 96)
+    with torch.no_grad():
+        assert torch.equal(network(image)['belief'], reference(image)['belief'])
+    sample = BopDataset(tiny_dataset)[0]
+    estimator = Estimator.from_bundle(trained_run / 'bundle', device='cpu')
+    assert isinstance(estimator(sample.load_image(), sample.camera), list)
+
+
+def test_resume_continues_from_the_checkpoint(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, run)
+    before = torch.load(run / 'checkpoint.pt', weights_only=False)['iteration']
+    config = yaml.safe_load((run / 'config.yaml').read_text())
+    status = cli.main(['train', '--method', 'keypoints', '--data', config['data'],
+                       '--out', str(run), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
+                       '--epochs', '3', '--batch-size', '4', '--max-iterations', str(before + 2),
+                       '--workers', '0', '--device', 'cpu', '--quiet', '--resume'])
+    assert status == 0
+    after = torch.load(run / 'checkpoint.pt', weights_only=False)
+    assert after['iteration'] == before + 2
+
+
+def test_distillation_from_a_teacher_decreases_its_loss(trained_run, tiny_dataset):
+    from pose6d_ros.core.nets.hrpose_loss import distillation_loss, DistillationWeights
+
+    torch.manual_seed(1)
+    teacher = load_bundle(trained_run / 'bundle').build_network()
+    objects = BopDataset(tiny_dataset).object_set
+    method = get_method('keypoints', len(objects), {'backbone': 'hrnet_tiny', 'head_width': 16})
+    student = method.build_network()
+    samples = PoseSamples(BopDataset(tiny_dataset), objects, INPUT, method.targets,
+                          IMAGENET_NORMALISATION)
+    images, targets = collate([samples[i] for i in range(8)])
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    weights = DistillationWeights(similarity_size=8)
+    losses = []
+    for _ in range(25):
+        with torch.no_grad():
+            teacher_outputs = teacher(images)
+        loss, parts = distillation_loss(student(images), teacher_outputs, targets, weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert parts['output_distillation'] > 0 and parts['feature_similarity'] > 0
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_distill_command_writes_a_student_bundle(trained_run, tiny_dataset, tmp_path):
+    out = tmp_path / 'student'
+    status = cli.main(['distill', '--teacher', str(trained_run / 'bundle'),
+                       '--data', str(tiny_dataset), '--out', str(out), '--input-size', '96x72',
+                       '--backbone', 'hrnet_tiny', '--epochs', '1', '--batch-size', '4',
+                       '--max-iterations', '2', '--workers', '0', '--device', 'cpu',
+                       '--quiet'])
+    assert status == 0
+    bundle = load_bundle(out / 'bundle')
+    assert bundle.card['training']['teacher'] == str(trained_run / 'bundle')
+    Estimator.from_bundle(out / 'bundle', device='cpu')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', '--out', 'x'], 'training needs --data'),
+    (['train', '--config', 'missing.yaml', '--data', 'd', '--out', 'o'],
+     'cannot read training config missing.yaml'),
+    (['train', '--input-size', '90x7', '--data', 'd', '--out', 'o'], 'multiples of 4'),
+    (['distill', '--teacher', 'nowhere', '--data', 'd', '--out', 'o'], ''),
+])
+def test_bad_training_input_is_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('pose6d: error: ') and message in err and '\n' not in err
+
+
+def test_config_file_then_flags_take_precedence(tmp_path):
+    path = tmp_path / 'train.yaml'
+    path.write_text('method: corners\nlr: 0.01\nepochs: 3\n')
+    config = load_config(path, {'epochs': 5}).resolved()
+    assert (config.method, config.lr, config.epochs) == ('corners', 0.01, 5)
+    assert config.optimizer == 'sgd' and config.weight_decay == 5e-4  # corners paper defaults
+    with pytest.raises(Exception, match='unknown training config key'):
+        load_config(None, {'learning_rate': 1})
+    assert TrainConfig(method='keypoints').resolved().batch_size == 32
+
+
+def test_refuses_a_used_run_directory(trained_run, tiny_dataset, capsys):
+    status = cli.main(['train', '--data', str(tiny_dataset), '--out', str(trained_run),
+                       '--quiet'])
+    assert status == 1
+    assert 'is not empty; pass --resume' in capsys.readouterr().err
