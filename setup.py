@@ -39,6 +39,8 @@ setup(
         'Pillow>=9.0',
         'torch>=2.1',
         'moderngl>=5.10',
+        'tqdm>=4.60',
+        'rosbags>=0.10',
     ],
     extras_require={
         'test': [
@@ -56,6 +58,7 @@ setup(
     entry_points={
         'console_scripts': [
             'pose6d = pose6d_ros.core.cli:main',
+            'pose6d_node = pose6d_ros.ros.node:main',
         ],
     },
 )

@@ -53,3 +53,20 @@ def _scene_config(root):
     path.write_text('scene:\n  occluders: [0, 0]\n  distractors: [0, 1]\n'
                     '  object_size: [0.4, 0.6]\n  objects_per_image: [1, 1]\n')
     return path
+
+
+@pytest.fixture(scope='session')
+def tiny_bundle(tiny_dataset, tmp_path_factory):
+    """A keypoints bundle (tiny HRNet, 96x72 input) trained for a few steps on tiny_dataset.
+
+    Barely trained: it exercises every code path, not accuracy.
+    """
+    from pose6d_ros.core import cli
+
+    out = tmp_path_factory.mktemp('tiny_bundle') / 'run'
+    status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
+                       '--out', str(out), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
+                       '--epochs', '1', '--batch-size', '4', '--max-iterations', '4',
+                       '--workers', '0', '--device', 'cpu', '--quiet'])
+    assert status == 0
+    return out / 'bundle'

@@ -44,15 +44,38 @@ def test_keypoints_learning_works_on_a_tiny_set(tiny_dataset):
     assert summary['mean']['proj_2d_5px'] >= 0.6
 
 
+def test_corners_learning_works_on_a_tiny_set(tiny_dataset):
+    """The corners detector (tiny ResNet-18-h) fits the set: loss down, 2D test passed."""
+    torch.manual_seed(0)
+    dataset = BopDataset(tiny_dataset)
+    objects = dataset.object_set
+    method = get_method('corners', len(objects), {
+        'depth': 18, 'backbone_width': 16, 'fpn_channels': 32, 'input_size': list(INPUT)})
+    network = method.build_network()
+    samples = PoseSamples(dataset, objects, INPUT, method.targets, IMAGENET_NORMALISATION)
+    images, targets = collate([samples[i] for i in range(len(samples))])
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(160):
+        batch = torch.randperm(len(images))[:8].tolist()
+        loss, _ = method.loss(network(images[batch]),
+                              {k: [v[i] for i in batch] for k, v in targets.items()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[:5]) / np.mean(losses[-5:]) > 10.0
+    network.eval()
+    estimator = Estimator(network, method, objects, INPUT, IMAGENET_NORMALISATION, device='cpu')
+    summary, _ = evaluate_dataset(estimator, dataset)
+    assert summary['mean']['recall'] >= 0.8
+    assert summary['mean']['proj_2d_5px'] >= 0.6
+
+
 @pytest.fixture(scope='module')
-def trained_run(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp('run') / 'run'
-    status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
-                       '--out', str(out), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
-                       '--epochs', '2', '--batch-size', '4', '--max-iterations', '6',
-                       '--workers', '0', '--device', 'cpu', '--quiet'])
-    assert status == 0
-    return out
+def trained_run(tiny_bundle):
+    """The run directory of the session's tiny bundle (conftest.py)."""
+    return tiny_bundle.parent
 
 
 def test_train_command_writes_config_log_checkpoint_and_bundle(trained_run):
@@ -170,3 +193,34 @@ def test_refuses_a_used_run_directory(trained_run, tiny_dataset, capsys):
                        '--quiet'])
     assert status == 1
     assert 'is not empty; pass --resume' in capsys.readouterr().err
+
+
+def test_learning_rate_schedules_follow_the_papers():
+    from pose6d_ros.core.train import _lr_factor
+
+    keypoints = TrainConfig(method='keypoints').resolved()
+    factor = _lr_factor(keypoints)
+    assert [factor(e) for e in (0, 19, 20, 40, 119)] == [1.0, 1.0, 0.5, 0.25, 0.5 ** 5]
+    corners = TrainConfig(method='corners', epochs=90).resolved()
+    assert corners.stage1_epochs == 45
+    factor = _lr_factor(corners)
+    # Each stage: /10 at 2/3 and 8/9 of it, then the second stage starts again at 1.
+    assert [factor(e) for e in (0, 29, 30, 40, 44, 45, 75, 85)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.01, 0.01, 1.0, 0.1, 0.01])
+
+
+def test_train_command_for_corners_writes_a_loadable_bundle(tiny_dataset, tmp_path):
+    config = tmp_path / 'corners.yaml'
+    config.write_text('network: {depth: 18, backbone_width: 8, fpn_channels: 16}\n'
+                      'epochs: 2\nbatch_size: 4\n')
+    out = tmp_path / 'run'
+    status = cli.main(['train', '--method', 'corners', '--config', str(config),
+                       '--data', str(tiny_dataset), '--out', str(out), '--input-size', '96x72',
+                       '--max-iterations', '3', '--workers', '0', '--device', 'cpu', '--quiet'])
+    assert status == 0
+    bundle = load_bundle(out / 'bundle')
+    assert bundle.method == 'corners'
+    assert bundle.card['network']['input_size'] == [96, 72]  # anchors scale with it
+    estimator = Estimator.from_bundle(out / 'bundle', device='cpu')
+    sample = BopDataset(tiny_dataset)[0]
+    assert isinstance(estimator(sample.load_image(), sample.camera), list)

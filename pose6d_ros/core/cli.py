@@ -39,6 +39,89 @@ def build_parser():
                      help='OpenCV threads (default: 1, one CPU core)')
     pnp.add_argument('--seed', type=int, default=0)
     pnp.set_defaults(run=_run_bench_pnp)
+    bench_synth = benches.add_parser(
+        'synth', help='synthetic images per second (two objects, backgrounds, all workers)')
+    bench_synth.add_argument('--images', type=_positive_int, default=200,
+                             help='images to make (default: 200)')
+    bench_synth.add_argument('--workers', type=_positive_int, default=None,
+                             help='worker processes (default: one per CPU core)')
+    bench_synth.add_argument('--size', type=_size, default=(640, 480), metavar='WxH',
+                             help='image size (default: 640x480)')
+    bench_synth.add_argument('--seed', type=_non_negative_int, default=0)
+    bench_synth.add_argument('--image-format', choices=('jpg', 'png'), default='jpg',
+                             help='rgb image files, as synth (default: jpg)')
+    bench_synth.set_defaults(run=_run_bench_synth)
+
+    synth = commands.add_parser(
+        'synth', help='render a synthetic BOP-format training set from meshes',
+        description='Render random scenes of the objects on photographs or procedural '
+                    'backgrounds, with photometric jitter, into a BOP-format dataset. '
+                    'Rerunning the same command continues an interrupted run.')
+    synth.add_argument('--objects', required=True, metavar='PATH',
+                       help='objects YAML, or a BOP models_info.json (or its folder)')
+    synth.add_argument('--out', required=True, metavar='DIR', help='output dataset folder')
+    synth.add_argument('--images', required=True, type=_positive_int,
+                       help='number of images in the dataset')
+    synth.add_argument('--backgrounds', metavar='DIR',
+                       help='folder of photographs (.jpg .jpeg .png .bmp, searched '
+                            'recursively); default: procedural backgrounds only')
+    synth.add_argument('--camera', metavar='FILE',
+                       help='camera calibration (ROS YAML or BOP camera.json); default: '
+                            '640x480, fx = fy = 572, centred principal point')
+    synth.add_argument('--seed', type=_non_negative_int, default=0,
+                       help='random seed: the same seed gives the same images (default: 0)')
+    synth.add_argument('--workers', type=_positive_int, default=None,
+                       help='worker processes (default: one per CPU core)')
+    synth.add_argument('--force', action='store_true',
+                       help='write into a non-empty DIR that is not a run with the same '
+                            'settings (deletes its train/, models/, synth.json, summary.json)')
+    synth.add_argument('--config', metavar='FILE',
+                       help='YAML with sections scene:, photometric:, backgrounds: (see '
+                            'SceneConfig and Photometric in pose6d_ros.core.data)')
+    synth.add_argument('--object-ids', type=_id_list, metavar='IDS',
+                       help='comma-separated object ids to synthesise (default: '
+                            'scene.object_ids of --config, else all)')
+    synth.add_argument('--image-format', choices=('jpg', 'png'), default='jpg',
+                       help='rgb image files: jpg (quality 95, fast, as BOP PBR) or png '
+                            '(lossless, slower) (default: jpg)')
+    synth.set_defaults(run=_run_synth)
+
+    from pose6d_ros.core import cli_train
+
+    cli_train.register(commands)
+
+    bag = commands.add_parser(
+        'bag', help='run a model over a recorded ROS 2 bag (sqlite3 or mcap; no ROS install '
+                    'needed) and write a bag with poses, detections, markers, TF and overlays')
+    bag.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
+    bag.add_argument('--in', dest='in_bag', required=True, metavar='IN_BAG',
+                     help='input bag (folder with metadata.yaml, or a .db3 / .mcap file)')
+    bag.add_argument('--out', dest='out_bag', required=True, metavar='OUT_BAG',
+                     help='output bag folder (written under a temporary name, then moved)')
+    bag.add_argument('--image-topic', default='/camera/image_raw',
+                     help='sensor_msgs/Image or CompressedImage topic '
+                          '(default: /camera/image_raw)')
+    bag.add_argument('--info-topic', default='/camera/camera_info',
+                     help='sensor_msgs/CameraInfo topic (default: /camera/camera_info)')
+    bag.add_argument('--ns', default='/pose6d',
+                     help='namespace of the output topics (default: /pose6d)')
+    bag.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
+                     help='where the network runs (default: auto, CUDA when present)')
+    bag.add_argument('--min-score', type=float, default=0.5,
+                     help='keep instances with at least this score (default: 0.5)')
+    bag.add_argument('--max-reprojection-error', type=float, default=0.0, metavar='PX',
+                     help='keep instances whose PnP error is at most this (default: 0, no limit)')
+    bag.add_argument('--objects', nargs='+', default=(), metavar='NAME',
+                     help='keep only these objects (default: all the model knows)')
+    bag.add_argument('--storage', choices=('same', 'sqlite3', 'mcap'), default='same',
+                     help='storage of the output bag (default: same as the input)')
+    bag.add_argument('--distro', choices=('auto', 'humble', 'jazzy'), default='auto',
+                     help='message definitions written for the outputs (default: the '
+                          "input bag's distribution, else jazzy)")
+    bag.add_argument('--no-debug-image', action='store_true',
+                     help='do not write the overlay images (a much smaller bag)')
+    bag.add_argument('--force', action='store_true', help='overwrite an existing output bag')
+    bag.set_defaults(run=_run_bag)
     return parser
 
 
@@ -69,6 +152,87 @@ def _run_bench_pnp(args):
 
     print(json.dumps(bench_pnp(trials=args.trials, seed=args.seed, threads=args.threads),
                      indent=2))
+    return 0
+
+
+def _run_bench_synth(args):
+    from pose6d_ros.core.data.synth import bench_synth
+
+    width, height = args.size
+    print(json.dumps(bench_synth(images=args.images, workers=args.workers, width=width,
+                                 height=height, seed=args.seed,
+                                 image_format=args.image_format), indent=2))
+    return 0
+
+
+def _run_synth(args):
+    import os
+
+    from pose6d_ros.core.camera import CameraModel
+    from pose6d_ros.core.data import synth
+
+    camera = CameraModel.load(args.camera) if args.camera else None
+    config = synth.SynthConfig.load(args.config) if args.config else None
+    summary = synth.synthesize(
+        args.objects, args.out, args.images, backgrounds=args.backgrounds, camera=camera,
+        seed=args.seed, workers=args.workers or os.cpu_count() or 1, force=args.force,
+        config=config, object_ids=args.object_ids, image_format=args.image_format,
+        log=lambda text: print(text, file=sys.stderr))
+    print(synth.format_summary(summary, args.out))
+    return 0
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0; got {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0; got {value}')
+    return value
+
+
+def _size(text):
+    try:
+        width, height = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT, e.g. 640x480; got '
+                                         f'{text!r}') from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f'expected a positive size; got {text!r}')
+    return width, height
+
+
+def _id_list(text):
+    try:
+        ids = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integer ids, e.g. 1,5,9; '
+                                         f'got {text!r}') from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f'expected non-negative integer ids; got {text!r}')
+    return ids
+
+
+def _run_bag(args):
+    # Lazy: rosbags only (never rclpy), and only when this sub-command runs.
+    from pose6d_ros.ros.bag import run_bag
+    from pose6d_ros.ros.pipeline import load_estimator, PipelineConfig
+
+    config = PipelineConfig(min_score=args.min_score,
+                            max_reprojection_error=args.max_reprojection_error,
+                            objects=tuple(args.objects))
+    config.validated()
+    estimator = load_estimator(args.model, args.device)
+    print(f'pose6d bag: model {args.model} on {getattr(estimator, "device", "?")}',
+          file=sys.stderr)
+    summary = run_bag(estimator, args.in_bag, args.out_bag, image_topic=args.image_topic,
+                      info_topic=args.info_topic, ns=args.ns, config=config,
+                      storage=None if args.storage == 'same' else args.storage,
+                      distro=None if args.distro == 'auto' else args.distro,
+                      debug_image=not args.no_debug_image, force=args.force,
+                      progress=sys.stderr.isatty())
+    print(summary.format())
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 import math
 
+import numpy as np
 import torch
 
 from pose6d_ros.core.errors import Pose6dError
@@ -84,22 +85,24 @@ class CornersMethod:
     def targets(self, instances, input_size):
         """Variable-length ground truth: boxes (N, 4), corners (N, 8, 2), labels (N,)."""
         return {
-            'boxes': torch.tensor([i.box for i in instances], dtype=torch.float32).reshape(-1, 4),
-            'corners': torch.tensor([i.keypoints[:8] for i in instances],
-                                    dtype=torch.float32).reshape(-1, 8, 2),
+            'boxes': torch.from_numpy(np.array([i.box for i in instances], np.float32)
+                                      .reshape(-1, 4)),
+            'corners': torch.from_numpy(np.array([i.keypoints[:8] for i in instances],
+                                                 np.float32).reshape(-1, 8, 2)),
             'labels': torch.tensor([i.class_id for i in instances], dtype=torch.long),
         }
 
     def loss(self, outputs, targets, stage=2):
+        """Softmax CE with hard negatives + alpha * box + beta * corners (stage 1: no corners)."""
         from pose6d_ros.core.nets import corners_codec
 
-        return corners_codec.loss_for_batch(outputs, targets, stage=stage,
+        return corners_codec.loss_for_batch(outputs, targets, self.network_config, stage=stage,
                                             **self.decoder.get('loss', {}))
 
     def decode(self, outputs):
         from pose6d_ros.core.nets import corners_codec
 
-        return corners_codec.decode_for_batch(outputs, **{
+        return corners_codec.decode_for_batch(outputs, self.network_config, **{
             k: v for k, v in self.decoder.items() if k != 'loss'})
 
 

@@ -1,0 +1,399 @@
+"""The pose6d ROS 2 node (thin): parameters, subscriptions, a worker thread, publishers.
+
+All the work per frame is `FramePipeline` (pipeline.py, tested without ROS); this file only
+wires it to rclpy. Topic names are relative, so namespaces and remapping apply:
+
+  subscribes  image (sensor_msgs/Image), or image/compressed (sensor_msgs/CompressedImage)
+              with image_transport:=compressed; camera_info (sensor_msgs/CameraInfo).
+              Sensor-data QoS (reliability and depth are parameters), approximate time sync.
+  publishes   poses (geometry_msgs/PoseArray), detections (vision_msgs/Detection3DArray),
+              markers (visualization_msgs/MarkerArray), debug_image (sensor_msgs/Image, only
+              built while someone subscribes), /tf (T_cam_obj, child <prefix><object>_<k>),
+              /diagnostics (rate, latency, dropped and bad frames).
+
+Frames are handled by one worker thread fed through a depth-1 slot: a frame that arrives while
+another waits replaces it (counted as dropped), so nothing queues without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray
+import message_filters
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+import rclpy
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+import tf2_ros
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.ros import conversions
+from pose6d_ros.ros.errors import FrameError
+from pose6d_ros.ros.pipeline import FramePipeline, load_estimator, PipelineConfig
+
+WARN_PERIOD_S = 5.0
+_FRAME_ID = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
+
+# Parameters changeable at run time -> PipelineConfig field (None: handled by the node).
+RUNTIME_PARAMETERS = {
+    'min_score': 'min_score',
+    'max_reprojection_error': 'max_reprojection_error',
+    'objects': 'objects',
+    'frame_prefix': 'frame_prefix',
+    'marker_lifetime': 'marker_lifetime',
+    'mesh_markers': 'mesh_markers',
+    'publish_poses': None,
+    'publish_detections': None,
+    'publish_markers': None,
+    'publish_tf': None,
+    'publish_debug_image': None,
+    'target_frame': None,
+    'tf_timeout': None,
+}
+
+
+def _float_range(low, high):
+    return [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+
+
+def _int_range(low, high):
+    return [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+
+
+# name: (default, description, extra ParameterDescriptor fields)
+PARAMETERS = {
+    'model': ('', 'model bundle folder (pose6d train output); needs a restart',
+              {'read_only': True}),
+    'device': ('auto', "'auto' (CUDA when present), 'cpu' or 'cuda'; needs a restart",
+               {'read_only': True, 'additional_constraints': "one of 'auto', 'cpu', 'cuda'"}),
+    'image_transport': ('raw', "'raw' subscribes image (sensor_msgs/Image), 'compressed' "
+                        'image/compressed (sensor_msgs/CompressedImage); needs a restart',
+                        {'read_only': True,
+                         'additional_constraints': "one of 'raw', 'compressed'"}),
+    'qos_reliability': ('best_effort', "image/camera_info QoS: 'best_effort' (sensor data) or "
+                        "'reliable'; needs a restart",
+                        {'read_only': True,
+                         'additional_constraints': "one of 'best_effort', 'reliable'"}),
+    'qos_depth': (1, 'image/camera_info subscription queue depth; needs a restart',
+                  {'read_only': True, 'integer_range': _int_range(1, 100)}),
+    # message_filters pairs stamps that differ by strictly less than the slop, so it is > 0.
+    'sync_slop': (0.05, 'seconds an image and a camera_info stamp may differ to be paired',
+                  {'read_only': True, 'floating_point_range': _float_range(0.001, 1.0)}),
+    'sync_queue_size': (5, 'messages per topic the approximate time synchronizer keeps',
+                        {'read_only': True, 'integer_range': _int_range(1, 100)}),
+    'min_score': (0.5, 'keep instances whose score is at least this',
+                  {'floating_point_range': _float_range(0.0, 1.0)}),
+    'max_reprojection_error': (0.0, 'keep instances whose mean PnP reprojection error (px) is '
+                               'at most this; 0 disables the check',
+                               {'floating_point_range': _float_range(0.0, 1000.0)}),
+    'objects': ('', "comma-separated object names to keep, e.g. 'mug,box'; '' keeps all", {}),
+    'frame_prefix': ('', 'TF child frames are <frame_prefix><object>_<k>', {}),
+    'target_frame': ('', 'publish poses, detections and markers in this frame (tf2 lookup at '
+                     "the image stamp); '' keeps the camera frame. TF stays camera-relative",
+                     {}),
+    'tf_timeout': (0.05, 'seconds to wait for the target_frame transform',
+                   {'floating_point_range': _float_range(0.0, 1.0)}),
+    'publish_poses': (True, 'publish poses (geometry_msgs/PoseArray)', {}),
+    'publish_detections': (True, 'publish detections (vision_msgs/Detection3DArray)', {}),
+    'publish_markers': (True, 'publish markers (visualization_msgs/MarkerArray)', {}),
+    'publish_tf': (True, 'broadcast T_cam_obj of every instance on /tf', {}),
+    'publish_debug_image': (True, 'publish debug_image (built only while subscribed)', {}),
+    'marker_lifetime': (0.5, 'seconds a marker lives without an update; 0 = until replaced',
+                        {'floating_point_range': _float_range(0.0, 60.0)}),
+    'mesh_markers': (False, 'add MESH_RESOURCE markers for objects with a mesh file', {}),
+    'diagnostics_period': (1.0, 'seconds between /diagnostics messages; needs a restart',
+                           {'read_only': True, 'floating_point_range': _float_range(0.1, 60.0)}),
+}
+
+_PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                    float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+def parse_objects(text):
+    """'mug, box' -> ('mug', 'box'); '' -> () (all objects)."""
+    return tuple(name.strip() for name in str(text).split(',') if name.strip())
+
+
+class Pose6dNode(Node):
+    """Image + camera_info in; poses, detections, markers, TF, debug image, diagnostics out.
+
+    `estimator` may be given (tests); otherwise it is loaded from the `model` parameter.
+    """
+
+    def __init__(self, estimator=None, **kwargs):
+        super().__init__('pose6d_node', **kwargs)
+        for name, (default, description, extra) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description,
+                                             type=_PARAMETER_TYPES[type(default)], **extra)
+            self.declare_parameter(name, default, descriptor)
+        self._check_startup_parameters()
+        if estimator is None:
+            model = self._param('model')
+            if not model:
+                raise Pose6dError('parameter model is empty; expected a model bundle folder '
+                                  '(ros2 run pose6d_ros pose6d_node --ros-args -p model:=DIR)')
+            estimator = load_estimator(model, self._param('device'))
+        self.types = conversions.RclpyTypes()
+        self.pipeline = FramePipeline(estimator, self._pipeline_config(), self.types)
+        names = ', '.join(self.pipeline.object_names or []) or '?'
+        self.get_logger().info(f'pose estimation on {getattr(estimator, "device", "?")} '
+                               f'(objects: {names})')
+
+        self._outputs = {
+            'poses': self.create_publisher(PoseArray, 'poses', 10),
+            'detections': self.create_publisher(Detection3DArray, 'detections', 10),
+            'markers': self.create_publisher(MarkerArray, 'markers', 10),
+            'debug_image': self.create_publisher(Image, 'debug_image', 1),
+            'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', 10),
+        }
+        self._tf_broadcaster = tf2_ros.TransformBroadcaster(self)
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+        self._slot = None
+        self._slot_ready = threading.Condition()
+        self._stopping = False
+        self._stats_lock = threading.Lock()
+        self._stats = _Stats()
+        self._last_warning = {}
+        self._subscribe()
+        self.add_on_set_parameters_callback(self._parameters_callback)
+        self._diagnostics_timer = self.create_timer(self._param('diagnostics_period'),
+                                                    self._diagnostics_callback)
+        self._worker = threading.Thread(target=self._work, name='pose6d_worker', daemon=True)
+        self._worker.start()
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    def _param(self, name):
+        return self.get_parameter(name).value
+
+    def _check_startup_parameters(self):
+        choices = {'device': ('auto', 'cpu', 'cuda'), 'image_transport': ('raw', 'compressed'),
+                   'qos_reliability': ('best_effort', 'reliable')}
+        for name, allowed in choices.items():
+            if self._param(name) not in allowed:
+                raise Pose6dError(f'parameter {name} is {self._param(name)!r}; expected one of '
+                                  f'{", ".join(allowed)}')
+        target = self._param('target_frame')
+        if target and not _FRAME_ID.match(target):
+            raise Pose6dError(f'parameter target_frame {target!r} is not a valid frame id')
+
+    def _pipeline_config(self, overrides=None):
+        values = {field: self._param(name) for name, field in RUNTIME_PARAMETERS.items()
+                  if field is not None}
+        values.update(overrides or {})
+        values['objects'] = parse_objects(values['objects'])
+        return PipelineConfig().with_values(**values)
+
+    def _parameters_callback(self, parameters):
+        """Validate run-time changes; reject a bad value with the reason, apply good ones."""
+        changes = {p.name: p.value for p in parameters}
+        config_changes = {RUNTIME_PARAMETERS[name]: value for name, value in changes.items()
+                          if RUNTIME_PARAMETERS.get(name)}
+        target = changes.get('target_frame')
+        if target and not _FRAME_ID.match(target):
+            return SetParametersResult(successful=False, reason=(
+                f'target_frame {target!r} is not a valid frame id: expected letters, digits, '
+                "_ . / - and no leading slash ('' for the camera frame)"))
+        if config_changes:
+            try:
+                config = self._pipeline_config(config_changes).validated(
+                    self.pipeline.object_names)
+            except Pose6dError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.pipeline.config = config  # one attribute store: the worker sees old or new
+        return SetParametersResult(successful=True)
+
+    # --- input --------------------------------------------------------------------------------
+
+    def _subscribe(self):
+        reliability = (ReliabilityPolicy.RELIABLE if self._param('qos_reliability') == 'reliable'
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(reliability=reliability, history=HistoryPolicy.KEEP_LAST,
+                         depth=self._param('qos_depth'), durability=DurabilityPolicy.VOLATILE)
+        compressed = self._param('image_transport') == 'compressed'
+        image_type, image_topic = ((CompressedImage, 'image/compressed') if compressed
+                                   else (Image, 'image'))
+        self._image_sub = message_filters.Subscriber(self, image_type, image_topic,
+                                                     qos_profile=qos)
+        self._info_sub = message_filters.Subscriber(self, CameraInfo, 'camera_info',
+                                                    qos_profile=qos)
+        self._sync = message_filters.ApproximateTimeSynchronizer(
+            [self._image_sub, self._info_sub], self._param('sync_queue_size'),
+            self._param('sync_slop'))
+        self._sync.registerCallback(self._frame_callback)
+        self.get_logger().info(
+            f'subscribed to {self._image_sub.sub.topic_name} and '
+            f'{self._info_sub.sub.topic_name} ({self._param("qos_reliability")}, depth '
+            f'{self._param("qos_depth")})')
+
+    def _frame_callback(self, image_msg, info_msg):
+        with self._slot_ready:
+            if self._slot is not None:
+                with self._stats_lock:
+                    self._stats.dropped += 1
+            self._slot = (image_msg, info_msg)
+            self._slot_ready.notify()
+
+    # --- work ---------------------------------------------------------------------------------
+
+    def _work(self):
+        while True:
+            with self._slot_ready:
+                while self._slot is None and not self._stopping:
+                    self._slot_ready.wait(0.5)
+                if self._stopping:
+                    return
+                frame, self._slot = self._slot, None
+            try:
+                self._handle(*frame)
+            except Exception as exc:  # keep the node alive; the message says what failed
+                self._warn('internal', f'frame failed: {type(exc).__name__}: {exc}')
+
+    def _handle(self, image_msg, info_msg):
+        start = time.monotonic()
+        try:
+            result = self.pipeline.process(image_msg, info_msg)
+        except FrameError as exc:
+            with self._stats_lock:
+                self._stats.bad += 1
+                self._stats.last_problem = str(exc)
+            self._warn(exc.reason, f'bad frame skipped: {exc}')
+            return
+        if self._param('publish_tf') and result.poses:
+            if result.frame_id:
+                self._tf_broadcaster.sendTransform(result.transforms())
+            else:
+                self._warn('frame_id', 'image and camera_info have an empty frame_id; no TF')
+        outputs = self._in_target_frame(result)
+        if outputs is not None:
+            if self._param('publish_poses'):
+                self._outputs['poses'].publish(outputs.pose_array())
+            if self._param('publish_detections'):
+                self._outputs['detections'].publish(outputs.detections())
+            if self._param('publish_markers'):
+                self._outputs['markers'].publish(outputs.markers())
+        debug = self._outputs['debug_image']
+        if self._param('publish_debug_image') and debug.get_subscription_count() > 0:
+            debug.publish(result.debug_image())
+        now_ns = self.get_clock().now().nanoseconds
+        age_s = (now_ns - conversions.stamp_to_ns(image_msg.header.stamp)) / 1e9
+        with self._stats_lock:
+            self._stats.add(time.monotonic() - start, age_s, result.inference_s)
+
+    def _in_target_frame(self, result):
+        """The result in target_frame, itself without one, None when tf2 has no transform."""
+        target = self._param('target_frame')
+        if not target or target == result.frame_id:
+            return result
+        try:
+            transform = self._tf_buffer.lookup_transform(
+                target, result.frame_id, Time.from_msg(result.header.stamp),
+                timeout=Duration(seconds=self._param('tf_timeout')))
+        except tf2_ros.TransformException as exc:
+            self._warn('tf', f"no transform from camera frame '{result.frame_id}' to "
+                             f"target_frame '{target}' at the image stamp; poses, detections "
+                             f'and markers not published ({exc})')
+            return None
+        return result.transformed(conversions.pose_from_transform(transform), target)
+
+    def _warn(self, reason, message):
+        """A warning at most every WARN_PERIOD_S per kind of problem, with the skipped count."""
+        now = time.monotonic()
+        last, suppressed = self._last_warning.get(reason, (-math.inf, 0))
+        if now - last < WARN_PERIOD_S:
+            self._last_warning[reason] = (last, suppressed + 1)
+            return
+        more = f' ({suppressed} more like this since the last warning)' if suppressed else ''
+        self._last_warning[reason] = (now, 0)
+        self.get_logger().warning(message + more)
+
+    # --- diagnostics --------------------------------------------------------------------------
+
+    def _diagnostics_callback(self):
+        with self._stats_lock:
+            stats, self._stats = self._stats, _Stats()
+        period = max(time.monotonic() - stats.since, 1e-6)
+        if stats.bad:
+            level, message = 'WARN', f'{stats.bad} bad frame(s): {stats.last_problem}'
+        elif not stats.frames:
+            level, message = 'STALE', 'no frames processed'
+        else:
+            level, message = 'OK', 'ok'
+        header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, '')
+        self._outputs['diagnostics'].publish(conversions.diagnostics(
+            self.types, header, name=f'{self.get_name()}: pose estimation',
+            hardware_id=str(getattr(self.pipeline.estimator, 'device', '')),
+            rate_hz=stats.frames / period, latency_s=stats.mean('age'), level=level,
+            message=message,
+            values={'processing (ms)': f'{stats.mean("processing") * 1e3:.1f}',
+                    'inference (ms)': f'{stats.mean("inference") * 1e3:.1f}',
+                    'dropped frames': stats.dropped, 'bad frames': stats.bad}))
+
+    def destroy_node(self):
+        with self._slot_ready:
+            self._stopping = True
+            self._slot_ready.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+class _Stats:
+    """Counters of one diagnostics period."""
+
+    def __init__(self):
+        self.since = time.monotonic()
+        self.frames = self.dropped = self.bad = 0
+        self.sums = {'processing': 0.0, 'age': 0.0, 'inference': 0.0}
+        self.last_problem = ''
+
+    def add(self, processing_s, age_s, inference_s):
+        self.frames += 1
+        self.sums['processing'] += processing_s
+        self.sums['age'] += age_s
+        self.sums['inference'] += inference_s
+
+    def mean(self, key):
+        return self.sums[key] / self.frames if self.frames else 0.0
+
+
+def main(args=None):
+    """Entry point of `ros2 run pose6d_ros pose6d_node`; returns the exit status."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = Pose6dNode()
+        rclpy.spin(node)
+    except Pose6dError as exc:
+        rclpy.logging.get_logger('pose6d_node').fatal(str(exc))
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""The per-frame pipeline shared by the node and the bag tool (no rclpy here).
+
+image + camera_info messages -> checks -> RGB array + CameraModel -> estimator -> filters ->
+`FrameResult`, whose output messages are built only when asked for (the debug overlay, the
+most expensive, only when someone listens). A bad frame raises `FrameError` with one clear
+message and produces no output; the pipeline keeps no state that a bad frame could spoil.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+import math
+import re
+import time
+
+import numpy as np
+
+from pose6d_ros.core.errors import CameraError, Pose6dError
+from pose6d_ros.core.geometry import Pose
+from pose6d_ros.ros import conversions
+from pose6d_ros.ros.errors import FrameError
+
+# tf2 frame ids: no whitespace, no leading slash (tf2 rejects those).
+_FRAME_PREFIX = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What to keep and how to publish it; every field is a runtime parameter of the node."""
+
+    min_score: float = 0.5                # keep instances with score >= this, in [0, 1]
+    max_reprojection_error: float = 0.0   # px; keep error <= this; 0 disables the check
+    objects: tuple = ()                   # object names to keep; empty keeps all
+    frame_prefix: str = ''                # TF child frame = <prefix><object>_<k>
+    marker_ns: str = 'pose6d'
+    marker_lifetime: float = 0.5          # s; 0 keeps markers until the next DELETEALL
+    line_width: float = 0.005             # m, box edges in RViz
+    mesh_markers: bool = False            # add MESH_RESOURCE markers for objects with a mesh
+
+    def validated(self, object_names=None):
+        """This config, or a Pose6dError naming the bad value and what is expected."""
+        if not (isinstance(self.min_score, (int, float)) and 0.0 <= self.min_score <= 1.0):
+            raise Pose6dError(f'min_score must be a number in [0, 1]; got {self.min_score!r}')
+        error = self.max_reprojection_error
+        if not (isinstance(error, (int, float)) and error >= 0.0 and not math.isnan(error)):
+            raise Pose6dError('max_reprojection_error must be >= 0 pixels (0 disables the '
+                              f'check); got {error!r}')
+        if isinstance(self.objects, str) or not all(isinstance(n, str) for n in self.objects):
+            raise Pose6dError(f'objects must be a list of object names; got {self.objects!r}')
+        if object_names is not None:
+            unknown = [n for n in self.objects if n not in object_names]
+            if unknown:
+                raise Pose6dError(f'unknown object name(s) {", ".join(map(repr, unknown))}; '
+                                  f'the model knows {", ".join(object_names) or "no objects"}')
+        if self.frame_prefix and not _FRAME_PREFIX.match(self.frame_prefix):
+            raise Pose6dError(f'frame_prefix {self.frame_prefix!r} is not a valid tf2 frame id '
+                              'start; expected letters, digits, _ . / - and no leading slash')
+        if not (isinstance(self.marker_lifetime, (int, float)) and self.marker_lifetime >= 0):
+            raise Pose6dError(f'marker_lifetime must be >= 0 s; got {self.marker_lifetime!r}')
+        if not (isinstance(self.line_width, (int, float)) and self.line_width > 0):
+            raise Pose6dError(f'line_width must be > 0 m; got {self.line_width!r}')
+        return self
+
+    def with_values(self, **values):
+        """A copy with some fields changed (unknown names are a Pose6dError)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise Pose6dError(f'unknown pipeline setting(s) {", ".join(unknown)}; expected '
+                              f'{", ".join(sorted(known))}')
+        if 'objects' in values:
+            values['objects'] = tuple(values['objects'] or ())
+        return replace(self, **values)
+
+
+def filter_poses(poses, config):
+    """Instances that pass the score / reprojection / name filters, highest score first."""
+    kept = []
+    for obj in poses:
+        if float(obj.score) < config.min_score:
+            continue
+        if config.max_reprojection_error > 0 and not (
+                float(obj.reprojection_error) <= config.max_reprojection_error):
+            continue
+        if config.objects and obj.object_name not in config.objects:
+            continue
+        kept.append(obj)
+    return sorted(kept, key=lambda obj: -float(obj.score))
+
+
+def transform_object_pose(obj, T_target_cam):
+    """The ObjectPose with its pose expressed in another frame: T_target_obj = T_target_cam @
+    T_cam_obj (pixels are untouched: they stay camera-image pixels)."""
+    T_target_obj = T_target_cam @ obj.pose
+    return replace(obj, R=T_target_obj.R, t=T_target_obj.t)
+
+
+@dataclass
+class FrameResult:
+    """The kept instances of one frame and the messages built from them, on request.
+
+    `poses` are in the frame of `header` (the camera's optical frame, or the node's
+    target_frame after `transformed`); `camera_poses` always in the camera frame.
+    """
+
+    header: object                  # std_msgs/Header of the outputs (image stamp, frame id)
+    camera: object                  # CameraModel from the frame's camera_info
+    image_rgb: np.ndarray           # (H, W, 3) uint8
+    poses: list                     # kept ObjectPoses, highest score first
+    camera_poses: list              # the same, in the camera frame
+    all_poses: list                 # everything the estimator returned
+    inference_s: float              # estimator wall time
+    types: object = field(repr=False)
+    config: PipelineConfig = field(repr=False, default_factory=PipelineConfig)
+    mesh_resources: dict = field(repr=False, default_factory=dict)
+    label_up: tuple = (0.0, -1.0, 0.0)  # "up" in the header's frame, for marker labels
+    camera_header: object = None    # the header in the camera frame (TF, debug image)
+
+    def __post_init__(self):
+        if self.camera_header is None:
+            self.camera_header = self.header
+
+    @property
+    def frame_id(self):
+        return self.header.frame_id
+
+    def pose_array(self):
+        return conversions.pose_array(self.types, self.poses, self.header)
+
+    def detections(self):
+        return conversions.detection3d_array(self.types, self.poses, self.header)
+
+    def markers(self):
+        config = self.config
+        return conversions.marker_array(
+            self.types, self.poses, self.header, lifetime_s=config.marker_lifetime,
+            ns=config.marker_ns, line_width=config.line_width, label_up=self.label_up,
+            mesh_resources=self.mesh_resources if config.mesh_markers else None)
+
+    def transforms(self):
+        """TransformStamped T_cam_obj per instance: parent = the camera frame, always."""
+        return conversions.transforms(self.types, self.camera_poses, self.camera_header,
+                                      self.config.frame_prefix)
+
+    def tf_message(self):
+        return conversions.tf_message(self.types, self.transforms())
+
+    def debug_rgb(self):
+        """The overlay (H, W, 3) uint8: boxes, axes, labels drawn on the camera image."""
+        from pose6d_ros.core.draw import draw_poses
+
+        return draw_poses(self.image_rgb, self.camera_poses, self.camera)
+
+    def debug_image(self, encoding='rgb8'):
+        """sensor_msgs/Image of the overlay, in the camera frame."""
+        return conversions.rgb_to_image(self.types, self.debug_rgb(), self.camera_header,
+                                        encoding)
+
+    def transformed(self, T_target_cam, target_frame, label_up=(0.0, 0.0, 1.0)):
+        """This result with poses, detections and markers in `target_frame` (TF and the debug
+        image stay in the camera frame). T_target_cam: a Pose, camera frame -> target frame."""
+        if not isinstance(T_target_cam, Pose):
+            T_target_cam = Pose(*T_target_cam)
+        return replace(self, poses=[transform_object_pose(o, T_target_cam)
+                                    for o in self.camera_poses],
+                       header=conversions.copy_header(self.types, self.header, target_frame),
+                       label_up=tuple(label_up))
+
+
+class FramePipeline:
+    """image + camera_info messages -> FrameResult, or FrameError for a bad frame.
+
+    estimator: callable (image_rgb (H, W, 3) uint8, CameraModel) -> list[ObjectPose], with
+    `objects` (ObjectSet) and `device`. types: the MessageTypes the outputs are built with.
+    """
+
+    def __init__(self, estimator, config=None, types=None, mesh_resources=None):
+        self.estimator = estimator
+        self.object_names = _object_names(estimator)
+        self.config = (config or PipelineConfig()).validated(self.object_names)
+        self.types = types if types is not None else conversions.RosbagsTypes.for_distro()
+        self.mesh_resources = mesh_resources
+        self._camera_key = None
+        self._camera = None
+
+    def update(self, **values):
+        """Change settings at run time; a Pose6dError (and no change) for a bad value."""
+        self.config = self.config.with_values(**values).validated(self.object_names)
+        return self.config
+
+    def camera(self, info_msg):
+        """CameraModel of a camera_info message (the last one is cached); FrameError if bad."""
+        key = _camera_key(info_msg)
+        if key != self._camera_key:
+            try:
+                camera = conversions.camera_from_info(info_msg)
+            except CameraError as exc:
+                raise FrameError(str(exc), 'camera_info') from None
+            self._camera_key, self._camera = key, camera
+        return self._camera
+
+    def process(self, image_msg, info_msg):
+        """Check, convert and run one frame; FrameResult, or FrameError with no output."""
+        image_rgb = conversions.image_to_rgb(image_msg)
+        camera = self.camera(info_msg)
+        height, width = image_rgb.shape[:2]
+        if (width, height) != camera.size:
+            raise FrameError(
+                f'image is {width}x{height} but camera_info is for {camera.width}x'
+                f'{camera.height}; expected the same size (camera_info of another camera or '
+                'resolution?)', 'size')
+        start = time.perf_counter()
+        try:
+            found = list(self.estimator(image_rgb, camera))
+        except CameraError as exc:
+            raise FrameError(f'camera_info: {exc}', 'camera_info') from None
+        except Pose6dError as exc:
+            raise FrameError(str(exc), 'estimator') from None
+        inference_s = time.perf_counter() - start
+        frame_id = image_msg.header.frame_id or info_msg.header.frame_id
+        header = conversions.copy_header(self.types, image_msg.header, frame_id)
+        kept = filter_poses(found, self.config)
+        mesh_resources = self.mesh_resources
+        if mesh_resources is None and self.config.mesh_markers:
+            mesh_resources = self.mesh_resources = _mesh_resources(self.estimator)
+        return FrameResult(header=header, camera=camera, image_rgb=image_rgb, poses=kept,
+                           camera_poses=kept, all_poses=found, inference_s=inference_s,
+                           types=self.types, config=self.config,
+                           mesh_resources=mesh_resources or {})
+
+
+def load_estimator(bundle, device='auto'):
+    """Estimator.from_bundle(bundle, device) ('auto': CUDA when present); Pose6dError if the
+    estimator cannot be imported, and whatever from_bundle raises for a bad bundle or device."""
+    try:
+        from pose6d_ros.core.estimator import Estimator
+    except ImportError as exc:
+        raise Pose6dError('cannot load the estimator (pose6d_ros.core.estimator): '
+                          f'{exc}') from None
+    return Estimator.from_bundle(bundle, device=device)
+
+
+def _object_names(estimator):
+    objects = getattr(estimator, 'objects', None)
+    if objects is None:
+        return None
+    return list(objects.names)
+
+
+def _mesh_resources(estimator):
+    objects = getattr(estimator, 'objects', None)
+    return conversions.mesh_resources_from_objects(objects) if objects is not None else {}
+
+
+def _camera_key(info):
+    return (int(info.width), int(info.height), str(info.distortion_model),
+            np.asarray(info.k, dtype=np.float64).tobytes(),
+            np.asarray(info.d, dtype=np.float64).tobytes(),
+            np.asarray(info.p, dtype=np.float64).tobytes())
