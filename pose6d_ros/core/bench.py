@@ -83,3 +83,145 @@ def bench_pnp(trials=2000, seed=0, threads=1):
         'cases': cases,
         'machine': machine_info(),
     }
+
+
+# --- the model benchmark -----------------------------------------------------------------------
+
+
+def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=20, seed=0,
+                compile_network=False, references=True):
+    """Per-stage latency of a bundle's estimator, with two references measured in the same run.
+
+    Frames are rendered views of the bundle's objects over procedural backgrounds when their
+    meshes are there (random images otherwise). References: the same network in plain eager
+    fp32 with no inference optimisation (as most research code runs), and a DOPE-sized
+    network (VGG-19 + six stages) with the same decoding, so speed-ups are ratios of one run.
+    """
+    import torch
+
+    from pose6d_ros.core.bundle import load_bundle
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig, select_device
+    from pose6d_ros.core.methods import get_method
+
+    device = select_device(device)
+    if device == 'cpu':
+        torch.set_num_threads(os.cpu_count() or 1)
+    bundle = load_bundle(bundle_path)
+    width, height = size
+    camera = CameraModel.from_intrinsics(0.9 * max(width, height), 0.9 * max(width, height),
+                                         (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+    images, source = _bench_frames(bundle.objects, camera, min(frames, 32), seed)
+
+    def make(config, network=None, method=None):
+        method = method or get_method(bundle.method, len(bundle.objects),
+                                      bundle.card['network'], bundle.card.get('decoder'))
+        return Estimator(network if network is not None else bundle.build_network(), method,
+                         bundle.objects, bundle.input_size, bundle.card['normalisation'],
+                         device=device, config=config)
+
+    ours = make(EstimatorConfig(profile=True, compile=compile_network))
+    report = {
+        'benchmark': 'model', 'bundle': str(bundle_path), 'method': bundle.method,
+        'classes': len(bundle.objects), 'input_size': list(bundle.input_size),
+        'image_size': [width, height], 'frames': frames, 'warmup': warmup, 'device': device,
+        'device_name': (torch.cuda.get_device_name(device) if device.startswith('cuda')
+                        else f'{os.cpu_count()} CPU threads'),
+        'frame_source': source, 'compile': compile_network,
+    }
+    report['ours'] = _time_estimator(ours, images, camera, frames, warmup, device)
+    network_median = report['ours']['stages_ms']['network']['median']
+    total_median = report['ours']['stages_ms']['total']['median']
+    report['end_to_end_over_network'] = round(total_median / network_median, 3)
+    if references:
+        eager = make(EstimatorConfig(profile=True, amp=False, optimize=False))
+        report['reference_eager_fp32'] = _time_estimator(eager, images, camera, frames,
+                                                         warmup, device, per_stage=False)
+        from pose6d_ros.core.nets.dope import DopeNet
+        from pose6d_ros.core.nets.keypoint_codec import CodecConfig
+
+        dope_method = get_method('keypoints', len(bundle.objects),
+                                 decoder={'stride': 8, **{k: v for k, v in vars(
+                                     CodecConfig()).items() if k != 'stride'}})
+        dope = make(EstimatorConfig(profile=True, amp=False, optimize=False),
+                    DopeNet(num_classes=len(bundle.objects)), dope_method)
+        report['reference_dope'] = _time_estimator(dope, images, camera, frames, warmup,
+                                                   device, per_stage=False)
+        report['speedup_over_eager_fp32'] = round(
+            report['reference_eager_fp32']['total_ms_median'] / total_median, 2)
+        report['speedup_over_dope'] = round(
+            report['reference_dope']['total_ms_median'] / total_median, 2)
+    report['peak_cpu_memory_mb'] = _peak_rss_mb()
+    report['machine'] = machine_info()
+    return report
+
+
+def _time_estimator(estimator, images, camera, frames, warmup, device, per_stage=True):
+    import torch
+
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats(device)
+    stages = {k: [] for k in ('preprocess', 'network', 'decode', 'pnp', 'total')}
+    detections = 0
+    for i in range(warmup + frames):
+        results = estimator(images[i % len(images)], camera)
+        if i >= warmup:
+            detections += len(results)
+            for key in stages:
+                stages[key].append(estimator.timings[key] * 1e3)
+    summary = {k: _stats(v) for k, v in stages.items()}
+    out = {'fps': round(1e3 / summary['total']['median'], 2),
+           'total_ms_median': summary['total']['median'],
+           'network_ms_median': summary['network']['median'],
+           'detections_per_frame': round(detections / frames, 2)}
+    if per_stage:
+        out['stages_ms'] = summary
+    if device.startswith('cuda'):
+        out['peak_gpu_memory_mb'] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+    return out
+
+
+def _stats(values_ms):
+    values = np.asarray(values_ms)
+    return {'min': round(float(values.min()), 3), 'median': round(float(np.median(values)), 3),
+            'p95': round(float(np.percentile(values, 95)), 3)}
+
+
+def _bench_frames(objects, camera, count, seed):
+    """Rendered frames of the objects when their meshes load and GL works; else random ones."""
+    rng = np.random.default_rng(seed)
+    try:
+        from pose6d_ros.core.data.synth import render_frames
+
+        frames = render_frames(objects, camera, count, seed)
+        return [image for image, _labels in frames], 'rendered objects'
+    except Exception as exc:  # no meshes in the bundle, or no OpenGL: time random images
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        frames = [rng.integers(0, 256, (camera.height, camera.width, 3), dtype=np.uint8)
+                  for _ in range(count)]
+        return frames, f'random images ({reason})'
+
+
+def _peak_rss_mb():
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def format_bench(report):
+    """A short human-readable summary, followed by the JSON report."""
+    import json
+
+    ours = report['ours']
+    lines = [f'{report["method"]} model, input {report["input_size"][0]}x'
+             f'{report["input_size"][1]}, images {report["image_size"][0]}x'
+             f'{report["image_size"][1]}, {report["device"]} ({report["device_name"]}), '
+             f'frames: {report["frame_source"]}',
+             f'  ours: {ours["fps"]} fps end to end; median ms per stage: ' + ', '.join(
+                 f'{k} {v["median"]}' for k, v in ours['stages_ms'].items()),
+             f'  end-to-end / network-only: {report["end_to_end_over_network"]}']
+    if 'reference_eager_fp32' in report:
+        lines.append(f'  eager fp32 reference: {report["reference_eager_fp32"]["fps"]} fps '
+                     f'(ours is {report["speedup_over_eager_fp32"]}x)')
+        lines.append(f'  DOPE-sized reference: {report["reference_dope"]["fps"]} fps '
+                     f'(ours is {report["speedup_over_dope"]}x)')
+    return '\n'.join(lines) + '\n' + json.dumps(report, indent=2)

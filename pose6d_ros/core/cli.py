@@ -30,9 +30,23 @@ def build_parser():
     selfcheck.add_argument('--json', action='store_true', help='print the report as JSON')
     selfcheck.set_defaults(run=_run_selfcheck)
 
-    bench = commands.add_parser('bench', help='benchmarks, JSON out')
+    bench = commands.add_parser(
+        'bench', help='speed of a model (or of PnP / synthetic data), JSON out',
+        description='`pose6d bench --model BUNDLE`: per-stage latency of the estimator with '
+                    'two references measured in the same run; `pose6d bench pnp|synth`.')
+    bench.add_argument('--model', metavar='BUNDLE', help='model bundle to benchmark')
+    bench.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    bench.add_argument('--size', type=_size, default=(640, 480), metavar='WxH',
+                       help='camera image size (default: 640x480)')
+    bench.add_argument('--frames', type=_positive_int, default=200,
+                       help='timed frames after warm-up (default: 200)')
+    bench.add_argument('--warmup', type=_non_negative_int, default=20)
+    bench.add_argument('--compile', action='store_true', help='torch.compile the network')
+    bench.add_argument('--no-references', action='store_true',
+                       help='skip the eager-fp32 and DOPE-sized reference runs')
+    bench.add_argument('--json', action='store_true', help='print only the JSON report')
+    bench.set_defaults(run=_run_bench_model)
     benches = bench.add_subparsers(dest='bench', metavar='WHAT')
-    benches.required = True
     pnp = benches.add_parser('pnp', help='microseconds per PnP solve (9 points, RANSAC + LM)')
     pnp.add_argument('--trials', type=_positive_int, default=2000)
     pnp.add_argument('--threads', type=_positive_int, default=1,
@@ -89,6 +103,10 @@ def build_parser():
     from pose6d_ros.core import cli_train
 
     cli_train.register(commands)
+    from pose6d_ros.core import cli_demo
+    cli_demo.register(commands)
+    from pose6d_ros.core import cli_tools
+    cli_tools.register(commands)
 
     bag = commands.add_parser(
         'bag', help='run a model over a recorded ROS 2 bag (sqlite3 or mcap; no ROS install '
@@ -145,6 +163,18 @@ def _run_selfcheck(args):
     report = selfcheck.run(trials=args.trials, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else selfcheck.format_report(report))
     return 0 if report['passed'] else 1
+
+
+def _run_bench_model(args):
+    if not args.model:
+        raise Pose6dError('pose6d bench needs --model BUNDLE (or a sub-command: pnp, synth)')
+    from pose6d_ros.core.bench import bench_model, format_bench
+
+    report = bench_model(args.model, device=args.device, size=args.size, frames=args.frames,
+                         warmup=args.warmup, compile_network=args.compile,
+                         references=not args.no_references)
+    print(json.dumps(report, indent=2) if args.json else format_bench(report))
+    return 0
 
 
 def _run_bench_pnp(args):

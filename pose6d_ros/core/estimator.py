@@ -30,7 +30,9 @@ class EstimatorConfig:
     min_keypoints: int = 4                # keypoints needed for PnP (at least 4)
     use_weights: bool = True              # weight PnP points by keypoint confidence
     amp: bool = True                      # fp16/bf16 autocast on a GPU
-    channels_last: bool = True            # memory format on a GPU
+    optimize: bool = True                 # fold BatchNorm into convs, channels-last memory
+    compile: bool = False                 # torch.compile (CUDA graphs on a GPU: fixed size)
+    profile: bool = False                 # synchronise between stages for exact timings
 
 
 def select_device(device='auto'):
@@ -60,9 +62,7 @@ class Estimator:
         self.config = config or EstimatorConfig()
         self.method = (get_method(method, len(objects), decoder=decoder)
                        if isinstance(method, str) else method)
-        self.network = network.to(self.device).eval()
-        if self.device.startswith('cuda') and self.config.channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)
+        self.network = self._prepare(network)
         self._mean = torch.tensor(normalisation['mean'], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(normalisation['std'], device=self.device).view(1, 3, 1, 1)
         self._points_3d = [np.asarray(obj.keypoints, dtype=np.float64) for obj in objects]
@@ -96,8 +96,10 @@ class Estimator:
         start = time.perf_counter()
         letterboxes = [self._check(image, camera) for image, camera in zip(images, cameras)]
         tensor = self.preprocess(images, letterboxes)
+        self._sync()
         after_preprocess = time.perf_counter()
         outputs = self.forward(tensor)
+        self._sync()
         after_network = time.perf_counter()
         decoded = self.method.decode(outputs)   # one host transfer for the batch
         after_decode = time.perf_counter()
@@ -121,7 +123,7 @@ class Estimator:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
         tensor = (tensor - self._mean) / self._std
-        if self.device.startswith('cuda') and self.config.channels_last:
+        if self.config.optimize:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
@@ -161,6 +163,25 @@ class Estimator:
                 obj.keypoints[8].copy()))
         results.sort(key=lambda r: -r.score)
         return results
+
+    def _prepare(self, network):
+        """The network on the device, in eval mode, optimised as configured."""
+        network = network.eval()
+        if self.config.optimize:
+            from pose6d_ros.core.nets.fuse import fuse_conv_bn
+
+            width, height = self.input_size
+            network = fuse_conv_bn(network, torch.rand(1, 3, height, width))
+            network = network.to(memory_format=torch.channels_last)
+        network = network.to(self.device)
+        if self.config.compile:
+            mode = 'reduce-overhead' if self.device.startswith('cuda') else 'default'
+            network = torch.compile(network, mode=mode, dynamic=False)
+        return network
+
+    def _sync(self):
+        if self.config.profile and self.device.startswith('cuda'):
+            torch.cuda.synchronize(self.device)
 
     def _check(self, image, camera):
         image = np.asarray(image)

@@ -1,0 +1,235 @@
+"""Scene sampler: viewpoints, distances, placement, labels of hidden and out-of-image objects."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from pose6d_ros.core.camera import CameraModel
+from pose6d_ros.core.data.render import Lighting, MeshData, Renderer
+from pose6d_ros.core.data.scenes import (
+    add_object_meshes,
+    distance_range,
+    Instance,
+    render_scene,
+    sample_scene,
+    Scene,
+    SceneConfig,
+    Shape,
+    silhouette_points,
+)
+from pose6d_ros.core.errors import ObjectModelError, Pose6dError
+from pose6d_ros.core.objects import ObjectSet
+
+CAMERA = CameraModel.from_intrinsics(100.0, 100.0, 47.5, 35.5, 96, 72)
+
+
+@pytest.fixture(scope='module')
+def objects(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('meshes')
+    entries = []
+    # Boxes off the object origin, so the box centre (keypoint 8) is not the origin.
+    for object_id, size, offset in ((3, (0.10, 0.07, 0.05), (0.01, 0.0, 0.02)),
+                                    (7, (0.05, 0.05, 0.09), (0.0, -0.01, 0.0))):
+        mesh = trimesh.creation.box(size)
+        mesh.apply_translation(offset)
+        mesh.export(folder / f'box{object_id}.ply')
+        entries.append(f'  - {{name: box{object_id}, id: {object_id}, mesh: box{object_id}.ply}}')
+    (folder / 'objects.yaml').write_text('objects:\n' + '\n'.join(entries) + '\n')
+    return ObjectSet.load(folder / 'objects.yaml')
+
+
+@pytest.fixture(scope='module')
+def renderer(objects):
+    try:
+        r = Renderer(CAMERA.width, CAMERA.height)
+    except RuntimeError as exc:
+        pytest.skip(f'no OpenGL context on this machine: {exc}')
+    add_object_meshes(r, objects)
+    yield r
+    r.close()
+
+
+def _camera_in_object_frame(instance):
+    return -instance.R.T @ instance.t
+
+
+def _many_instances(objects, config, count=60):
+    instances = []
+    for seed in range(count):
+        scene = sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+        instances += scene.instances
+    return instances
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+def test_upper_hemisphere_puts_the_camera_above_the_object_plane(objects):
+    config = SceneConfig(view='upper_hemisphere', elevation_deg=(10.0, 60.0), occluders=(0, 0),
+                         distractors=(0, 0))
+    instances = _many_instances(objects, config)
+    assert len(instances) > 60
+    for instance in instances:
+        centre = objects[instance.class_id].keypoints[8]
+        direction = _camera_in_object_frame(instance) - centre
+        elevation = np.degrees(np.arcsin(direction[2] / np.linalg.norm(direction)))
+        assert 10.0 - 1e-6 <= elevation <= 60.0 + 1e-6
+        assert np.allclose(instance.R @ instance.R.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(instance.R) > 0
+
+
+def test_sphere_views_come_from_below_too(objects):
+    config = SceneConfig(occluders=(0, 0), distractors=(0, 0))
+    below = [inst for inst in _many_instances(objects, config)
+             if (_camera_in_object_frame(inst) - objects[inst.class_id].keypoints[8])[2] < 0]
+    assert below
+
+
+@pytest.mark.parametrize('config', [SceneConfig(object_size=(0.3, 0.6)),
+                                    SceneConfig(distance=(0.4, 0.9))])
+def test_distances_stay_in_the_configured_range(objects, config):
+    for instance in _many_instances(objects, config):
+        obj = objects[instance.class_id]
+        near, far = distance_range(obj, CAMERA, config)
+        distance = np.linalg.norm(instance.R @ obj.keypoints[8] + instance.t)
+        assert near - 1e-9 <= distance <= far + 1e-9
+        # The object's centre projects inside the image, margin included.
+        u, v = CAMERA.project((instance.R @ obj.keypoints[8] + instance.t)[None])[0]
+        assert 0.1 * 96 - 0.5 - 1e-6 <= u <= 0.9 * 96 - 0.5 + 1e-6
+        assert 0.1 * 72 - 0.5 - 1e-6 <= v <= 0.9 * 72 - 0.5 + 1e-6
+    if config.distance is None:  # the size range maps to distances through f and diameter
+        obj = objects[0]
+        near, far = distance_range(obj, CAMERA, config)
+        assert np.isclose(near, 100.0 * obj.diameter / (0.6 * 72))
+        assert np.isclose(far, 100.0 * obj.diameter / (0.3 * 72))
+
+
+def test_sampling_is_deterministic_and_objects_do_not_intersect(objects):
+    config = SceneConfig(objects_per_image=(2, 2), instances_per_object=(1, 2),
+                         occluders=(1, 2), distractors=(1, 2))
+    a = sample_scene(np.random.default_rng(11), objects, CAMERA, config)
+    b = sample_scene(np.random.default_rng(11), objects, CAMERA, config)
+    assert len(a.instances) == len(b.instances) and len(a.shapes) == len(b.shapes)
+    for x, y in zip(a.instances, b.instances):
+        assert x.class_id == y.class_id and np.array_equal(x.R, y.R) and np.array_equal(x.t, y.t)
+    for x, y in zip(a.shapes, b.shapes):
+        assert np.array_equal(x.mesh.vertices, y.mesh.vertices) and np.array_equal(x.t, y.t)
+    for seed in range(30):
+        scene = sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+        spheres = []
+        for inst in scene.instances:
+            obj = objects[inst.class_id]
+            centre = inst.R @ obj.keypoints[8] + inst.t
+            radius = np.linalg.norm(silhouette_points(obj) - obj.keypoints[8], axis=1).max()
+            spheres.append((centre, radius))
+        for i, (c1, r1) in enumerate(spheres):
+            for c2, r2 in spheres[:i]:
+                assert np.linalg.norm(c1 - c2) >= r1 + r2 - 1e-9
+
+
+def test_occluders_lie_between_the_camera_and_an_object(objects):
+    config = SceneConfig(occluders=(2, 2), distractors=(0, 0))
+    found = 0
+    for seed in range(20):
+        scene = sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+        far = max(np.linalg.norm(inst.R @ objects[inst.class_id].keypoints[8] + inst.t)
+                  for inst in scene.instances)
+        for shape in scene.shapes:
+            assert shape.role == 'occluder' and shape.kind in ('box', 'sphere', 'cylinder')
+            assert np.linalg.norm(shape.t) < far
+            found += 1
+    assert found > 20
+
+
+def test_object_ids_choose_objects_and_unknown_ids_are_named(objects):
+    config = SceneConfig(object_ids=(7,), objects_per_image=(2, 2))
+    for inst in _many_instances(objects, config, count=10):
+        assert objects[inst.class_id].object_id == 7
+    with pytest.raises(ObjectModelError, match='unknown object id 99; .* ids 3, 7'):
+        sample_scene(np.random.default_rng(0), objects, CAMERA, SceneConfig(object_ids=(99,)))
+
+
+@pytest.mark.parametrize('data, message', [
+    ({'view': 'below'}, 'scene.view must be one of sphere, upper_hemisphere'),
+    ({'objects_per_image': [3, 1]}, 'scene.objects_per_image'),
+    ({'object_size': [0.0, 0.5]}, 'scene.object_size'),
+    ({'occluder': [1, 2]}, 'unknown key.*occluder'),
+])
+def test_bad_scene_config_is_named(data, message):
+    with pytest.raises(Pose6dError, match=message):
+        SceneConfig.from_dict(data)
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def _scene(objects, instances, shapes=(), config=None):
+    points = [silhouette_points(objects[i.class_id]) for i in instances]
+    return Scene(list(instances), list(shapes), Lighting(), [objects[i.class_id].object_id
+                                                             for i in instances], points,
+                 config or SceneConfig())
+
+
+def _facing(t):
+    return Instance(0, np.eye(3), np.asarray(t, dtype=float))
+
+
+def test_instances_outside_the_image_or_hidden_are_not_labelled(objects, renderer):
+    wall = MeshData.from_trimesh(trimesh.creation.box((0.3, 0.3, 0.01)))
+    hidden_right = Shape('box', 'occluder', wall, np.eye(3), np.array([0.17, 0.0, 0.25]))
+    scene = _scene(objects, [
+        _facing([-0.12, 0.0, 0.6]),   # visible, left half of the image
+        _facing([3.0, 0.0, 0.6]),     # far outside the image
+        _facing([0.12, 0.0, 0.6]),    # right half: behind the wall
+        _facing([0.0, 0.0, -0.6]),    # behind the camera
+    ], [hidden_right])
+    rgb, depth, ids, labels = render_scene(renderer, scene, CAMERA)
+    assert [label.instance for label in labels] == [0]
+    assert (ids == 4).any() and not (ids == 2).any() and not (ids == 1).any()
+    label = labels[0]
+    assert label.visible_pixels == label.mask.sum() == (ids == 0).sum()
+    assert label.visib_fract == pytest.approx(1.0)
+    assert label.object_id == 3 and label.class_id == 0
+    ys, xs = np.nonzero(label.mask)
+    assert np.array_equal(label.box_visib, [xs.min(), ys.min(), xs.max(), ys.max()])
+    # The full box bounds the silhouette (built from the mesh projection, not the mask).
+    assert label.box_full[0] <= xs.min() + 0.5 and label.box_full[2] >= xs.max() - 0.5
+    assert rgb.shape == (72, 96, 3) and depth.shape == (72, 96)
+    assert (depth[label.mask] > 0.5).all()
+
+
+def test_partly_hidden_and_truncated_instances_report_their_visible_fraction(objects, renderer):
+    half_wall = MeshData.from_trimesh(trimesh.creation.box((0.025, 0.2, 0.01)))
+    covering = Shape('box', 'occluder', half_wall, np.eye(3), np.array([0.0, 0.0, 0.3]))
+    covered = render_scene(renderer, _scene(objects, [_facing([0.0, 0.0, 0.6])],
+                                            [covering]), CAMERA)[3]
+    assert len(covered) == 1 and 0.2 < covered[0].visib_fract < 0.8
+    assert covered[0].full_pixel_count > covered[0].visible_pixels
+    # Half of the object beyond the left border: about half visible, as BOP counts it.
+    left = (0.0 - CAMERA.cx) / CAMERA.fx * 0.6 - 0.01  # object x-centre is at +0.01
+    truncated = render_scene(renderer, _scene(objects, [_facing([left, 0.0, 0.58])]),
+                             CAMERA)[3]
+    assert len(truncated) == 1 and 0.35 < truncated[0].visib_fract < 0.65
+    assert truncated[0].box_full[0] < -5  # the full box leaves the image
+
+
+def test_thresholds_drop_barely_visible_instances(objects, renderer):
+    strict = SceneConfig(min_visible_pixels=10_000)
+    labels = render_scene(renderer, _scene(objects, [_facing([0.0, 0.0, 0.6])], config=strict),
+                          CAMERA)[3]
+    assert labels == []
+
+
+def test_sampled_scenes_render_with_labels(objects, renderer):
+    config = SceneConfig(objects_per_image=(2, 2), occluders=(1, 1), distractors=(1, 1))
+    labelled = 0
+    for seed in range(5):
+        scene = sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+        rgb, _, ids, labels = render_scene(renderer, scene, CAMERA)
+        for label in labels:
+            assert label.visible_pixels >= config.min_visible_pixels
+            assert config.min_visible_fraction <= label.visib_fract <= 1.0
+            assert np.array_equal(label.mask, ids == label.instance)
+        labelled += len(labels)
+        assert (rgb[ids >= 0].sum(axis=1) > 0).any()
+    assert labelled >= 5
