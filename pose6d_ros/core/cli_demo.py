@@ -1,0 +1,56 @@
+"""`pose6d demo-object`: write the demo box's mesh, texture, objects YAML and printable net."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands):
+    """Add the demo-object sub-command to the `pose6d` parser."""
+    demo = commands.add_parser(
+        'demo-object', help='write the demo object (a 7 x 6 x 5 cm box): mesh, texture, '
+                            'objects.yaml and a printable net to make a real one',
+        description='Writes demo_box.obj/.mtl + demo_box_texture.png (mesh in metres), '
+                    'objects.yaml, and demo_box_net.pdf / demo_box_net.png: the net to print '
+                    'at 100%, cut, fold and glue. The same command always writes the same '
+                    'mesh and texture.')
+    demo.add_argument('--out', required=True, metavar='DIR', help='output folder')
+    demo.add_argument('--force', action='store_true',
+                      help='write into a non-empty DIR (replaces files of the same names)')
+    demo.add_argument('--px-per-mm', type=_positive_float, default=4.0, metavar='N',
+                      help='texture resolution in pixels per millimetre (default: 4)')
+    demo.set_defaults(run=_run_demo_object)
+
+
+def _run_demo_object(args):
+    from pose6d_ros.core import demo_object
+    from pose6d_ros.core.errors import Pose6dError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise Pose6dError(f'--out {out} is a file; expected a folder (new or empty)')
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise Pose6dError(f'--out {out} is not empty; choose a new or empty folder, or add '
+                          '--force to write into it')
+    written = demo_object.generate(out, px_per_mm=args.px_per_mm)
+    print(f'{demo_object.NAME}: {demo_object.size_cm_text()} cm box, object id '
+          f'{demo_object.OBJECT_ID}; wrote:')
+    for path in written.values():
+        print(f'  {path}')
+    if demo_object.NET_PDF_FILE in written:
+        print(f'To make one: print {written[demo_object.NET_PDF_FILE]} on A4 or US Letter at '
+              '100% ("actual size", no "fit to page"), on thick paper; check that the scale '
+              'bar measures 5.0 cm; cut the solid lines, fold the dashed ones (printed side '
+              'out) and glue the grey tabs inside.')
+    return 0
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a positive number; got {text!r}') from None
+    if not 0.0 < value < float('inf'):  # also refuses nan
+        raise argparse.ArgumentTypeError(f'expected a positive number; got {text!r}')
+    return value
