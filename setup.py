@@ -41,13 +41,17 @@ setup(
         'moderngl>=5.10',
         'tqdm>=4.60',
         'rosbags>=0.10',
+        'matplotlib>=3.5',
     ],
     extras_require={
         'test': [
             'pytest>=7',
             'hypothesis>=6.80',
             'ruff>=0.4',
+            'onnx>=1.14',
+            'onnxruntime>=1.16',
         ],
+        'export': ['onnx>=1.14', 'onnxruntime>=1.16'],
     },
     zip_safe=True,
     maintainer='pose6d_ros maintainers',

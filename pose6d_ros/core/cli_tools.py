@@ -1,0 +1,122 @@
+"""`pose6d eval`, `pose6d predict` and `pose6d export`: argument parsing only.
+
+The work is done in report.py (eval and predict outputs) and export.py (ONNX); heavy imports
+happen when a sub-command runs, not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def register(commands):
+    """Add the eval, predict and export sub-commands to the `pose6d` parser."""
+    from pose6d_ros.core.cli import _id_list, _positive_int
+
+    evaluate = commands.add_parser(
+        'eval', help='score a model bundle on a BOP-format dataset (metrics, table, curves, '
+                     'BOP results CSV)',
+        description='Run the model over the dataset and write metrics.json, metrics.md, '
+                    'accuracy-vs-threshold plots (*_curve.png) and predictions.csv (BOP '
+                    'results format) into DIR.')
+    evaluate.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
+    evaluate.add_argument('--data', required=True, metavar='DIR',
+                          help='BOP-format dataset folder (or one of its split folders)')
+    evaluate.add_argument('--split', help='split folder (default: the only one there)')
+    evaluate.add_argument('--objects', type=_id_list, metavar='IDS',
+                          help='comma-separated object ids to score (default: all)')
+    evaluate.add_argument('--out', metavar='DIR',
+                          help='output folder (default: BUNDLE/eval/<dataset folder name>)')
+    evaluate.add_argument('--device', default='auto',
+                          help='auto (CUDA when present), cpu or cuda[:N] (default: auto)')
+    evaluate.add_argument('--max-images', type=_positive_int, metavar='N',
+                          help='evaluate only the first N images')
+    evaluate.add_argument('--force', action='store_true', help='overwrite an existing DIR')
+    evaluate.set_defaults(run=_run_eval)
+
+    predict = commands.add_parser(
+        'predict', help='estimate the poses in one image; write an overlay (and JSON)',
+        description='Without --camera, a pinhole camera with fx = fy = 0.9 max(W, H) and a '
+                    'centred principal point is assumed (a warning says so).')
+    predict.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
+    predict.add_argument('--image', required=True, metavar='IMG', help='image file (RGB)')
+    predict.add_argument('--camera', metavar='FILE',
+                         help='camera calibration: ROS camera YAML or BOP camera.json')
+    predict.add_argument('--out', required=True, metavar='PNG',
+                         help='overlay image: 3D boxes, axes and labels')
+    predict.add_argument('--json', metavar='FILE',
+                         help='also write the poses (quaternions x, y, z, w; metres)')
+    predict.add_argument('--device', default='auto',
+                         help='auto (CUDA when present), cpu or cuda[:N] (default: auto)')
+    predict.add_argument('--force', action='store_true', help='overwrite existing outputs')
+    predict.set_defaults(run=_run_predict)
+
+    export = commands.add_parser(
+        'export', help='export a bundle\'s network to ONNX, checked against PyTorch',
+        description='Exports the network only (raw output tensors; decoding and PnP stay in '
+                    'Python) and checks onnxruntime against PyTorch on a sample input. Needs '
+                    'pip install -e ".[export]".')
+    export.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
+    export.add_argument('--format', required=True, choices=('onnx',), help='export format')
+    export.add_argument('--out', metavar='FILE', help='output file (default: BUNDLE/model.onnx)')
+    export.add_argument('--opset', type=_positive_int, default=17,
+                        help='ONNX opset version (default: 17)')
+    export.add_argument('--dynamic-batch', action='store_true',
+                        help='variable batch size (default: batch 1)')
+    export.add_argument('--force', action='store_true', help='overwrite an existing FILE')
+    export.set_defaults(run=_run_export)
+
+
+def _command(args, names):
+    """The command line that reproduces this run (its parsed values, quoted)."""
+    words = ['pose6d', args.command_name]
+    for name in names:
+        value = getattr(args, name.replace('-', '_'))
+        if value is None or value is False:
+            continue
+        words.append(f'--{name}')
+        if value is not True:
+            words.append(','.join(map(str, value)) if isinstance(value, list) else str(value))
+    return ' '.join(shlex.quote(w) for w in words)
+
+
+def _run_eval(args):
+    from pose6d_ros.core.report import evaluate_model
+
+    args.command_name = 'eval'
+    command = _command(args, ('model', 'data', 'split', 'objects', 'out', 'device',
+                              'max-images', 'force'))
+    document = evaluate_model(args.model, args.data, split=args.split, object_ids=args.objects,
+                              out=args.out, device=args.device, max_images=args.max_images,
+                              force=args.force, command=command)
+    print(document['markdown'])
+    print(f'written to {document["out"]}: {", ".join(document["files"])}')
+    return 0
+
+
+def _run_predict(args):
+    from pose6d_ros.core.estimator import Estimator
+    from pose6d_ros.core.report import bundle_info, predict_image
+
+    estimator = Estimator.from_bundle(args.model, device=args.device)
+    poses = predict_image(estimator, args.image, args.out, camera=args.camera,
+                          json_path=args.json, force=args.force, bundle=bundle_info(args.model),
+                          warn=lambda text: print(f'pose6d predict: warning: {text}',
+                                                  file=sys.stderr))
+    for pose in poses:
+        x, y, z = pose.t
+        print(f'{pose.object_name}: score {pose.score:.2f}, t = ({x:.3f}, {y:.3f}, {z:.3f}) m, '
+              f'quat_xyzw = ({", ".join(f"{v:.4f}" for v in pose.quat_xyzw)})')
+    print(f'{len(poses)} object(s); overlay: {args.out}' + (f'; poses: {args.json}'
+                                                           if args.json else ''))
+    return 0
+
+
+def _run_export(args):
+    from pose6d_ros.core.export import export_model, format_result
+
+    result = export_model(args.model, args.format, out=args.out, opset=args.opset,
+                          dynamic_batch=args.dynamic_batch, force=args.force, log=print)
+    print(format_result(result))
+    return 0

@@ -1,0 +1,560 @@
+"""What `pose6d eval` and `pose6d predict` write: metrics, tables, curves, BOP results, overlays.
+
+`pose6d eval` runs an estimator over a BOP-format dataset (`evaluate_model` / `run_eval`) and
+writes into one folder, atomically (a temporary folder beside it, renamed into place):
+
+- `metrics.json`      per-object and mean scores, AUCs, fps, and how they were made;
+- `metrics.md`        the same as a Markdown table in the papers' style (objects as rows);
+- `*_curve.png`       accuracy-vs-threshold curves, one line per object, AUC in the legend;
+- `predictions.csv`   every estimate in the BOP results format, for the BOP toolkit.
+
+Scores are fractions in [0, 1] in JSON and percentages in Markdown; distances in metres in JSON
+(centimetres in the table), angles in degrees. A ground-truth instance without a prediction
+counts as a miss: it fails every metric and has infinite error in the curves.
+
+`pose6d predict` runs it on one image (`predict_image`): an overlay PNG and optional JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+import json
+import os
+from pathlib import Path
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from pose6d_ros.core import metrics
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.evaluate import PoseEvaluator
+
+METRICS_JSON = 'metrics.json'
+METRICS_MD = 'metrics.md'
+PREDICTIONS_CSV = 'predictions.csv'
+BOP_CSV_HEADER = 'scene_id,im_id,obj_id,score,R,t,time'
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One accuracy-vs-threshold plot: which record error, in which unit, over which range."""
+
+    key: str          # name in metrics.json ('auc_<key>') and the file '<key>_curve.png'
+    title: str
+    xlabel: str
+    max_threshold: float  # the x range [0, max] and the AUC's range, in the plotted unit
+    marker: float     # the standard threshold, drawn as a dashed line
+
+
+# ADD(-S) as a fraction of the diameter up to 0.5 d (the 0.1 d test marked), 2D projection up
+# to 50 px as in BB8 / YOLO-6D, rotation up to 30 degrees and translation up to 10 cm (the 5 deg
+# and 5 cm tests marked; 10 cm is PoseCNN's AUC range).
+CURVES = (
+    Curve('add', 'ADD(-S)', 'threshold (fraction of the object diameter)', 0.5,
+          metrics.ADD_THRESHOLD),
+    Curve('proj_2d', '2D projection', 'threshold (pixels)', 50.0, metrics.PROJ_2D_THRESHOLD),
+    Curve('rotation', 'Rotation error', 'threshold (degrees)', 30.0,
+          metrics.CM_DEG_THRESHOLDS[1]),
+    Curve('translation', 'Translation error', 'threshold (cm)', 10.0,
+          100.0 * metrics.CM_DEG_THRESHOLDS[0]),
+)
+SCORE_KEYS = ('add_0.1d', '5cm5deg', 'proj_2d_5px', 'iou_2d_0.5', 'recall')
+ERROR_KEYS = ('mean_rotation_deg', 'mean_translation')
+# Markdown columns: (summary key, header, scale from the JSON value)
+TABLE_COLUMNS = (
+    ('add_0.1d', 'ADD(-S) 0.1d', 100.0),
+    ('5cm5deg', '5cm 5°', 100.0),
+    ('proj_2d_5px', '2D Proj. 5px', 100.0),
+    ('iou_2d_0.5', '2D IoU 0.5', 100.0),
+    ('recall', 'Recall', 100.0),
+    ('mean_rotation_deg', 'R err. (°)', 1.0),
+    ('mean_translation', 't err. (cm)', 100.0),
+)
+
+
+# --- eval ---------------------------------------------------------------------------------
+
+
+def default_eval_dir(bundle_path, dataset):
+    """`<bundle>/eval/<dataset name>`: the dataset name is its folder's name."""
+    return Path(bundle_path) / 'eval' / dataset.dataset_dir.name
+
+
+def check_output_dir(out_dir, force):
+    """Refuse an existing output folder unless force (and refuse a file in its place)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Pose6dError(f'output path {out_dir} exists and is not a folder')
+    if out_dir.exists() and not force:
+        raise Pose6dError(f'output folder {out_dir} already exists; pass --force to overwrite '
+                          'it or --out to write elsewhere')
+
+
+def evaluate_model(model, data, split=None, object_ids=None, out=None, device='auto',
+                   max_images=None, force=False, command=None, progress=None, log=None):
+    """`pose6d eval`: load the bundle and the dataset, evaluate, write the folder.
+
+    Returns the metrics document (what metrics.json holds, with 'out' added).
+    """
+    from pose6d_ros.core.data.bop import BopDataset
+    from pose6d_ros.core.estimator import Estimator
+
+    dataset = BopDataset(data, split=split, object_ids=object_ids)
+    out_dir = Path(out) if out is not None else default_eval_dir(model, dataset)
+    check_output_dir(out_dir, force)  # before the long part
+    estimator = Estimator.from_bundle(model, device=device)
+    info = {'command': command, 'bundle': bundle_info(model)}
+    return run_eval(estimator, dataset, out_dir, max_images=max_images, object_ids=object_ids,
+                    force=force, info=info, progress=progress, log=log)
+
+
+def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, force=False,
+             info=None, progress=None, log=None):
+    """Run `estimator` (image, camera -> list[ObjectPose]) over `dataset` and write `out_dir`.
+
+    The estimator needs an `objects` ObjectSet; a `timings` dict and a `device` are reported
+    when it has them. object_ids keeps only the estimates of those objects. progress: True,
+    False, or None (a tqdm bar when stderr is a terminal). One untimed warm-up call on the
+    first image comes before the timed pass. Returns the metrics document.
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    objects = objects_for_metrics(estimator.objects, dataset)
+    wanted = None if object_ids is None else {int(i) for i in object_ids}
+    count = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    if count == 0:
+        raise Pose6dError(f'dataset {dataset.split_dir} has no images to evaluate')
+    evaluator = PoseEvaluator(objects)
+    stage_seconds = {}
+    first = dataset[0]
+    estimator(first.load_image(), first.camera)  # warm-up (lazy init, autotuning): not timed
+    bar = tqdm(total=count, unit='img', desc='pose6d eval', dynamic_ncols=True,
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    with bar:
+        for index in range(count):
+            sample = dataset[index]
+            image = sample.load_image()
+            start = time.perf_counter()
+            predictions = estimator(image, sample.camera)
+            seconds = time.perf_counter() - start
+            if wanted is not None:
+                predictions = [p for p in predictions if p.object_id in wanted]
+            evaluator.process(sample, predictions, seconds)
+            for stage, value in (getattr(estimator, 'timings', None) or {}).items():
+                stage_seconds.setdefault(stage, []).append(value)
+            bar.update(1)
+    summary = evaluator.evaluate()
+    if summary['instances'] == 0:
+        raise Pose6dError(
+            f'no ground-truth instance of the model\'s objects (ids '
+            f'{", ".join(str(o.object_id) for o in objects)}) in the first {count} images of '
+            f'{dataset.split_dir}; is it the right dataset?')
+    document = metrics_document(evaluator, summary, objects, dataset, count, info,
+                                stage_seconds, getattr(estimator, 'device', None))
+    write_eval_folder(out_dir, document, evaluator, objects, force)
+    document['out'] = str(out_dir)
+    if log is not None:
+        log(document['markdown'])
+    return document
+
+
+def objects_for_metrics(objects, dataset):
+    """The model's objects, each with a mesh the metrics can sample.
+
+    A bundle's mesh path may not exist on this machine; the dataset's own model
+    (`models/obj_XXXXXX.ply`, same object id) stands in for it. Objects the dataset does not
+    have (by its models_info.json) are never scored and may lack a mesh.
+    """
+    import copy
+
+    from pose6d_ros.core.objects import ObjectSet
+
+    dataset_objects = {}
+    if getattr(dataset, 'object_set', None) is not None:
+        dataset_objects = {obj.object_id: obj for obj in dataset.object_set}
+    usable = []
+    for obj in objects:
+        in_dataset = not dataset_objects or obj.object_id in dataset_objects
+        if in_dataset and (obj.mesh_path is None or not Path(obj.mesh_path).is_file()):
+            other = dataset_objects.get(obj.object_id)
+            if other is None or other.mesh_path is None or not Path(other.mesh_path).is_file():
+                raise Pose6dError(
+                    f'object {obj.name!r} (id {obj.object_id}) has no mesh to score ADD with: '
+                    f'{obj.mesh_path or "no mesh path"} is missing and the dataset has no '
+                    f'models/obj_{obj.object_id:06d}.ply')
+            obj = copy.copy(obj)
+            obj.mesh_path, obj.scale, obj._mesh = other.mesh_path, other.scale, None
+        usable.append(obj)
+    return ObjectSet(usable)
+
+
+def bundle_info(path):
+    """What metrics.json and the predict JSON say about a model bundle (from its card)."""
+    import yaml
+
+    from pose6d_ros.core.bundle import CARD
+
+    card = yaml.safe_load((Path(path) / CARD).read_text())
+    training = card.get('training') or {}
+    return {'path': str(Path(path).resolve()), 'method': card.get('method'),
+            'classes': list(card.get('classes') or []),
+            'input_size': list(card.get('input_size') or []),
+            'training': {k: training[k] for k in ('data', 'iterations', 'epochs')
+                         if k in training}}
+
+
+def curve_errors(records, obj, curve_key):
+    """Per-instance errors of one object in a curve's plotted unit (inf for a miss)."""
+    mine = [r for r in records if r['object'] == obj.name]
+    if curve_key == 'add':
+        return np.array([r['add'] / obj.diameter for r in mine], dtype=np.float64)
+    if curve_key == 'proj_2d':
+        return np.array([r['proj_2d'] for r in mine], dtype=np.float64)
+    if curve_key == 'rotation':
+        return np.array([r['rotation_deg'] for r in mine], dtype=np.float64)
+    if curve_key == 'translation':
+        return np.array([100.0 * r['translation'] for r in mine], dtype=np.float64)
+    raise ValueError(f'unknown curve {curve_key!r}')
+
+
+def metrics_document(evaluator, summary, objects, dataset, images, info=None,
+                     stage_seconds=None, device=None):
+    """The content of metrics.json (plus 'markdown', the table of metrics.md)."""
+    info = info or {}
+    per_object = {}
+    for obj in objects:
+        if obj.name not in summary['objects']:
+            continue
+        entry = {'object_id': obj.object_id,
+                 'metric': 'ADD-S' if obj.uses_add_s else 'ADD',
+                 'diameter': float(obj.diameter)}
+        entry.update(summary['objects'][obj.name])
+        for curve in CURVES:
+            errors = curve_errors(evaluator.records, obj, curve.key)
+            entry[f'auc_{curve.key}'] = metrics.curve_auc(errors, curve.max_threshold)
+        per_object[obj.name] = entry
+    mean = dict(summary['mean'])
+    for key in ERROR_KEYS + tuple(f'auc_{c.key}' for c in CURVES):
+        values = [e[key] for e in per_object.values() if e.get(key) is not None]
+        mean[key] = float(np.mean(values)) if values else None
+    timings = {stage: 1000.0 * float(np.mean(values))
+               for stage, values in (stage_seconds or {}).items() if values}
+    document = {
+        'command': info.get('command'),
+        'bundle': info.get('bundle'),
+        'dataset': {'path': str(Path(dataset.dataset_dir).resolve()),
+                    'name': Path(dataset.dataset_dir).name, 'split': dataset.split,
+                    'images': int(images), 'instances': int(summary['instances'])},
+        'date': datetime.now().astimezone().isoformat(timespec='seconds'),
+        'device': device,
+        'thresholds': {
+            'add': f'{metrics.ADD_THRESHOLD} of the diameter (ADD-S for symmetric objects)',
+            '5cm5deg': f'{metrics.CM_DEG_THRESHOLDS[0]} m and {metrics.CM_DEG_THRESHOLDS[1]} deg',
+            'proj_2d': f'{metrics.PROJ_2D_THRESHOLD} px',
+            'iou_2d': metrics.IOU_THRESHOLD,
+            'auc_ranges': {c.key: f'0..{c.max_threshold:g} {_unit(c)}' for c in CURVES},
+        },
+        'units': 'scores are fractions in [0, 1]; mean_translation in metres; '
+                 'mean_rotation_deg in degrees; mean errors over detected instances',
+        'objects': per_object,
+        'mean': mean,
+        'instances': int(summary['instances']),
+        'fps': summary['fps'],
+        'timings_ms': timings,
+    }
+    document['markdown'] = markdown_table(document)
+    return document
+
+
+def _unit(curve):
+    return {'add': 'd', 'proj_2d': 'px', 'rotation': 'deg', 'translation': 'cm'}[curve.key]
+
+
+def markdown_table(document):
+    """The papers' table: objects as rows, metrics as columns (percentages), mean row last."""
+    header = ['Object'] + [title for _, title, _ in TABLE_COLUMNS]
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '| --- ' + '| ---: ' * len(TABLE_COLUMNS) + '|']
+
+    def row(name, values, bold=False):
+        cells = [_cell(values.get(key), scale) for key, _, scale in TABLE_COLUMNS]
+        if bold:
+            name, cells = f'**{name}**', [f'**{c}**' for c in cells]
+        return '| ' + ' | '.join([name] + cells) + ' |'
+
+    for name, values in document['objects'].items():
+        label = f'{name}{" (ADD-S)" if values.get("metric") == "ADD-S" else ""}'
+        lines.append(row(label, values))
+    lines.append(row('Mean', document['mean'], bold=True))
+    fps = document.get('fps')
+    dataset = document.get('dataset') or {}
+    notes = [f'{document.get("instances", 0)} instances in {dataset.get("images", "?")} images '
+             f'of {dataset.get("name", "?")}/{dataset.get("split", "?")}']
+    if fps:
+        device = document.get('device')
+        notes.append(f'{fps:.1f} fps' + (f' on {device}' if device else '')
+                     + ' (estimator only, one image at a time)')
+    return '\n'.join(lines) + '\n\n' + '; '.join(notes) + '.\n'
+
+
+def _cell(value, scale):
+    if value is None or not np.isfinite(value):
+        return '–'
+    return f'{value * scale:.1f}'
+
+
+def write_eval_folder(out_dir, document, evaluator, objects, force=False):
+    """Write every eval output into a temporary folder beside out_dir, then move it in place."""
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    try:
+        files = [METRICS_JSON, METRICS_MD, PREDICTIONS_CSV]
+        files += plot_curves(evaluator.records, objects, staging)
+        document['files'] = files
+        body = {k: v for k, v in document.items() if k not in ('markdown', 'out')}
+        (staging / METRICS_JSON).write_text(json.dumps(_json_safe(body), indent=2) + '\n')
+        (staging / METRICS_MD).write_text(_markdown_file(document))
+        write_bop_csv(staging / PREDICTIONS_CSV, evaluator.predictions)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _markdown_file(document):
+    bundle = document.get('bundle') or {}
+    lines = [f'# Evaluation of {bundle.get("path", "a model")}', '']
+    if document.get('command'):
+        lines += [f'`{document["command"]}` ({document["date"]})', '']
+    lines += [document['markdown'],
+              'ADD(-S) 0.1d: ADD (ADD-S for symmetric objects) below 10% of the diameter; '
+              '5cm 5°: both errors below; 2D Proj. 5px: mean reprojection of the model points '
+              'within 5 pixels; 2D IoU 0.5: box overlap above 0.5; errors are means over '
+              'detected instances.', '']
+    return '\n'.join(lines)
+
+
+def _move_into_place(staging, out_dir):
+    """Rename staging to out_dir; an existing out_dir (force) is removed only after."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f'.{out_dir.name}.old-{os.getpid()}')
+        out_dir.rename(old)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_safe(value):
+    """JSON-ready copy: inf/NaN -> None, numpy scalars -> Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+# --- curves -------------------------------------------------------------------------------
+
+
+def plot_curves(records, objects, folder):
+    """Write one PNG per curve in CURVES into folder; returns the file names.
+
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = []
+    scored = [obj for obj in objects if any(r['object'] == obj.name for r in records)]
+    for curve in CURVES:
+        figure = Figure(figsize=(5.0, 3.8), dpi=120)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        thresholds = np.linspace(0.0, curve.max_threshold, 201)
+        all_curves = []
+        for obj in scored:
+            errors = curve_errors(records, obj, curve.key)
+            accuracy = metrics.accuracy_curve(errors, thresholds)
+            all_curves.append(accuracy)
+            auc = metrics.curve_auc(errors, curve.max_threshold)
+            axes.plot(thresholds, 100.0 * accuracy, linewidth=1.5,
+                      label=f'{obj.name} (AUC {100.0 * auc:.1f})')
+        if len(all_curves) > 1:
+            mean = np.mean(all_curves, axis=0)
+            auc = float(np.mean([metrics.curve_auc(curve_errors(records, o, curve.key),
+                                                   curve.max_threshold) for o in scored]))
+            axes.plot(thresholds, 100.0 * mean, 'k--', linewidth=2.0,
+                      label=f'mean (AUC {100.0 * auc:.1f})')
+        axes.axvline(curve.marker, color='0.6', linestyle=':', linewidth=1.0)
+        axes.set_xlim(0.0, curve.max_threshold)
+        axes.set_ylim(0.0, 100.0)
+        axes.set_xlabel(curve.xlabel)
+        axes.set_ylabel('accuracy (%)')
+        axes.set_title(f'{curve.title} accuracy')
+        axes.grid(True, alpha=0.3)
+        if scored:
+            axes.legend(loc='lower right', fontsize='small')
+        figure.tight_layout()
+        name = f'{curve.key}_curve.png'
+        figure.savefig(Path(folder) / name)
+        names.append(name)
+    return names
+
+
+# --- BOP results ----------------------------------------------------------------------------
+
+
+def write_bop_csv(path, predictions):
+    """predictions: (scene_id, image_id, ObjectPose, seconds) -> BOP results CSV.
+
+    `scene_id,im_id,obj_id,score,R,t,time`: R row-major (9 numbers), t in millimetres (3),
+    separated by spaces; time is the seconds for the whole image (the same on each of its
+    rows), -1 when unknown. Numbers are written in full (round-trip) precision.
+    """
+    rows = sorted(predictions, key=lambda p: (p[0], p[1], -p[2].score))
+    lines = [BOP_CSV_HEADER]
+    for scene_id, image_id, pose, seconds in rows:
+        R = ' '.join(_number(v) for v in np.asarray(pose.R, dtype=np.float64).ravel())
+        t = ' '.join(_number(1000.0 * v) for v in np.asarray(pose.t, dtype=np.float64))
+        time_s = _number(seconds) if seconds is not None and seconds > 0 else '-1'
+        lines.append(f'{int(scene_id)},{int(image_id)},{int(pose.object_id)},'
+                     f'{_number(pose.score)},{R},{t},{time_s}')
+    Path(path).write_text('\n'.join(lines) + '\n')
+
+
+def _number(value):
+    return repr(float(value))
+
+
+def read_bop_csv(path):
+    """Read a BOP results CSV: list of dicts (scene_id, im_id, obj_id, score, R, t (m), time)."""
+    path = Path(path)
+    text = path.read_text().splitlines()
+    if not text or text[0].strip() != BOP_CSV_HEADER:
+        raise Pose6dError(f'{path} is not a BOP results file: the first line must be '
+                          f'{BOP_CSV_HEADER!r}')
+    rows = []
+    for number, line in enumerate(text[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split(',')
+        try:
+            scene, image, obj, score, R, t, seconds = fields
+            R = np.array(R.split(), dtype=np.float64).reshape(3, 3)
+            t = np.array(t.split(), dtype=np.float64).reshape(3) / 1000.0
+            rows.append({'scene_id': int(scene), 'im_id': int(image), 'obj_id': int(obj),
+                         'score': float(score), 'R': R, 't': t, 'time': float(seconds)})
+        except ValueError:
+            raise Pose6dError(f'{path}, line {number}: expected 7 fields with 9 numbers in R '
+                              f'and 3 in t; got {line!r}') from None
+    return rows
+
+
+# --- predict ------------------------------------------------------------------------------
+
+
+def load_image_rgb(path):
+    """An image file as RGB uint8 (H, W, 3); a clear error when it cannot be read."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise Pose6dError(f'image not found: {path}')
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise Pose6dError(f'cannot read image {path}: not a readable image file (expected a '
+                          'PNG, JPEG, BMP or TIFF)')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def default_camera(width, height):
+    """The guess used without a calibration: fx = fy = 0.9 max(W, H), principal point centred."""
+    from pose6d_ros.core.camera import CameraModel
+
+    focal = 0.9 * max(width, height)
+    return CameraModel.from_intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0,
+                                       width, height)
+
+
+def predict_image(estimator, image_path, out, camera=None, json_path=None, force=False,
+                  bundle=None, warn=None):
+    """Run the estimator on one image file; write the overlay PNG and optionally the JSON.
+
+    camera: a CameraModel or a calibration file path; None uses `default_camera` and calls
+    warn(message). Returns the list of ObjectPose.
+    """
+    import cv2
+
+    from pose6d_ros.core.camera import CameraModel
+    from pose6d_ros.core.draw import draw_poses
+
+    outputs = [Path(out)] + ([Path(json_path)] if json_path else [])
+    for path in outputs:
+        if path.exists() and not force:
+            raise Pose6dError(f'{path} already exists; pass --force to overwrite it')
+    image = load_image_rgb(image_path)
+    height, width = image.shape[:2]
+    assumed = camera is None
+    if assumed:
+        camera = default_camera(width, height)
+        if warn is not None:
+            warn(f'no --camera given: assuming a pinhole camera with fx = fy = '
+                 f'{camera.fx:g} px and the principal point at the image centre; the poses '
+                 '(distances above all) are only as good as that guess')
+    elif not isinstance(camera, CameraModel):
+        camera = CameraModel.load(camera)
+    if camera.size != (width, height):
+        raise Pose6dError(f'image {image_path} is {width}x{height} but the camera is '
+                          f'{camera.width}x{camera.height}; expected the calibration of the '
+                          'camera that took the image')
+    poses = estimator(image, camera)
+    overlay = draw_poses(image, poses, camera)
+    ok, png = cv2.imencode('.png', cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise Pose6dError(f'OpenCV could not encode the overlay for {out}')
+    _write_atomic(out, png.tobytes())
+    if json_path:
+        document = {
+            'image': str(Path(image_path).resolve()),
+            'camera': {**camera.to_dict(), 'assumed': assumed},
+            'bundle': bundle,
+            'quaternion_order': 'x, y, z, w',
+            'timings_ms': {k: 1000.0 * v
+                           for k, v in (getattr(estimator, 'timings', None) or {}).items()},
+            'poses': [pose.to_dict() for pose in poses],
+        }
+        _write_atomic(json_path, (json.dumps(_json_safe(document), indent=2) + '\n').encode())
+    return poses
+
+
+def _write_atomic(path, data):
+    """Write bytes to a temporary name beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
