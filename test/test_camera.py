@@ -3,7 +3,7 @@
 import json
 
 import cv2
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
@@ -432,6 +432,8 @@ def test_letterbox_round_trip_property(source_w, source_h, input_w, input_h, fra
        cx=st.floats(280.0, 360.0), cy=st.floats(200.0, 280.0),
        fractions_xy=st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
                              min_size=1, max_size=30))
+@example(k1=-0.19921875, k2=-0.046875, p1=0.0, p2=0.0, k3=0.0, cx=340.0, cy=256.0,
+         fractions_xy=[(0.0, 0.0)])  # slow convergence at a corner of strong barrel distortion
 def test_normalized_pixels_round_trip_property(k1, k2, p1, p2, k3, cx, cy, fractions_xy):
     camera = make_camera([k1, k2, p1, p2, k3], cx=cx, cy=cy)
     pixels = np.array(fractions_xy) * [camera.width - 1, camera.height - 1]

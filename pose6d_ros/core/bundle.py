@@ -178,11 +178,30 @@ def _objects_for_bundle(objects, staging, copy_meshes):
     for obj in objects:
         obj = copy.copy(obj)  # the caller's set keeps its own paths
         if obj.mesh_path is not None and Path(obj.mesh_path).is_file():
-            target = staging / 'meshes' / Path(obj.mesh_path).name
-            shutil.copy2(obj.mesh_path, target)
-            obj.mesh_path = target
+            for source in [Path(obj.mesh_path)] + _mesh_companions(Path(obj.mesh_path)):
+                shutil.copy2(source, staging / 'meshes' / source.name)
+            obj.mesh_path = staging / 'meshes' / Path(obj.mesh_path).name
         copies.append(obj)
     return ObjectSet(copies)
+
+
+def _mesh_companions(mesh_path):
+    """Files an OBJ mesh needs beside it: its material libraries and their texture images."""
+    if mesh_path.suffix.lower() != '.obj':
+        return []
+    found = []
+    for line in mesh_path.read_text(errors='replace').splitlines():
+        if line.startswith('mtllib '):
+            material = mesh_path.parent / line.split(maxsplit=1)[1].strip()
+            if material.is_file():
+                found.append(material)
+                for entry in material.read_text(errors='replace').splitlines():
+                    parts = entry.split()
+                    if parts and parts[0].startswith('map_') and len(parts) > 1:
+                        texture = material.parent / parts[-1]
+                        if texture.is_file():
+                            found.append(texture)
+    return found
 
 
 def _plain(value):

@@ -22,6 +22,37 @@ def register(commands):
                       help='texture resolution in pixels per millimetre (default: 4)')
     demo.set_defaults(run=_run_demo_object)
 
+    run = commands.add_parser(
+        'demo', help='run the bundled model on a held-out rendered sequence of the demo box',
+        description='Renders a short sequence of the demo box (new backgrounds, a shape passing '
+                    'in front of it), runs the bundled model through the estimator, and writes '
+                    'annotated frames, an animated GIF, the poses and the accuracy against the '
+                    'rendered ground truth.')
+    run.add_argument('--out', default='pose6d_demo', metavar='DIR',
+                     help='output folder, replaced if it exists (default: ./pose6d_demo)')
+    run.add_argument('--model', metavar='BUNDLE', help='model bundle (default: the bundled one)')
+    run.add_argument('--frames', type=_positive_int, default=24, help='frames (default: 24)')
+    run.add_argument('--size', default='640x480', metavar='WxH',
+                     help='image size (default: 640x480)')
+    run.add_argument('--seed', type=int, default=2026)
+    run.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    run.set_defaults(run=_run_demo)
+
+
+def _run_demo(args):
+    from pose6d_ros.core.demo import run_demo
+    from pose6d_ros.core.train import parse_size
+
+    run_demo(out=args.out, model=args.model, frames=args.frames, size=parse_size(args.size),
+             seed=args.seed, device=args.device)
+    return 0
+
+
+def _positive_int(text):
+    from pose6d_ros.core.cli import _positive_int as check
+
+    return check(text)
+
 
 def _run_demo_object(args):
     from pose6d_ros.core import demo_object

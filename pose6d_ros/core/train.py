@@ -203,6 +203,7 @@ def train(config, resume=False, progress=True):
         samples, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
         num_workers=config.workers, collate_fn=collate, drop_last=len(samples) > config.batch_size,
         pin_memory=device.startswith('cuda'), persistent_workers=False,
+        worker_init_fn=_single_threaded_worker,
         generator=torch.Generator().manual_seed(config.seed))
     model = (torch.nn.parallel.DistributedDataParallel(network, device_ids=[device]
                                                        if device.startswith('cuda') else None)
@@ -287,6 +288,15 @@ def train(config, resume=False, progress=True):
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return bundle_path
+
+
+def _single_threaded_worker(_worker_id):
+    """Data workers use one thread each: oversubscribed cores make training several times
+    slower (spinning OpenMP threads of the workers fight the training step's)."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def _lr_factor(config):

@@ -18,7 +18,7 @@ another waits replaces it (counted as dropped), so nothing queues without bound.
 from __future__ import annotations
 
 import math
-import re
+from pathlib import Path
 import threading
 import time
 
@@ -34,6 +34,7 @@ from rcl_interfaces.msg import (
 )
 import rclpy
 from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -46,84 +47,60 @@ from visualization_msgs.msg import MarkerArray
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import FrameError
+from pose6d_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
 from pose6d_ros.ros.pipeline import FramePipeline, load_estimator, PipelineConfig
 
 WARN_PERIOD_S = 5.0
-_FRAME_ID = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
-
-# Parameters changeable at run time -> PipelineConfig field (None: handled by the node).
-RUNTIME_PARAMETERS = {
-    'min_score': 'min_score',
-    'max_reprojection_error': 'max_reprojection_error',
-    'objects': 'objects',
-    'frame_prefix': 'frame_prefix',
-    'marker_lifetime': 'marker_lifetime',
-    'mesh_markers': 'mesh_markers',
-    'publish_poses': None,
-    'publish_detections': None,
-    'publish_markers': None,
-    'publish_tf': None,
-    'publish_debug_image': None,
-    'target_frame': None,
-    'tf_timeout': None,
-}
-
-
-def _float_range(low, high):
-    return [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-
-
-def _int_range(low, high):
-    return [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-
-
-# name: (default, description, extra ParameterDescriptor fields)
-PARAMETERS = {
-    'model': ('', 'model bundle folder (pose6d train output); needs a restart',
-              {'read_only': True}),
-    'device': ('auto', "'auto' (CUDA when present), 'cpu' or 'cuda'; needs a restart",
-               {'read_only': True, 'additional_constraints': "one of 'auto', 'cpu', 'cuda'"}),
-    'image_transport': ('raw', "'raw' subscribes image (sensor_msgs/Image), 'compressed' "
-                        'image/compressed (sensor_msgs/CompressedImage); needs a restart',
-                        {'read_only': True,
-                         'additional_constraints': "one of 'raw', 'compressed'"}),
-    'qos_reliability': ('best_effort', "image/camera_info QoS: 'best_effort' (sensor data) or "
-                        "'reliable'; needs a restart",
-                        {'read_only': True,
-                         'additional_constraints': "one of 'best_effort', 'reliable'"}),
-    'qos_depth': (1, 'image/camera_info subscription queue depth; needs a restart',
-                  {'read_only': True, 'integer_range': _int_range(1, 100)}),
-    # message_filters pairs stamps that differ by strictly less than the slop, so it is > 0.
-    'sync_slop': (0.05, 'seconds an image and a camera_info stamp may differ to be paired',
-                  {'read_only': True, 'floating_point_range': _float_range(0.001, 1.0)}),
-    'sync_queue_size': (5, 'messages per topic the approximate time synchronizer keeps',
-                        {'read_only': True, 'integer_range': _int_range(1, 100)}),
-    'min_score': (0.5, 'keep instances whose score is at least this',
-                  {'floating_point_range': _float_range(0.0, 1.0)}),
-    'max_reprojection_error': (0.0, 'keep instances whose mean PnP reprojection error (px) is '
-                               'at most this; 0 disables the check',
-                               {'floating_point_range': _float_range(0.0, 1000.0)}),
-    'objects': ('', "comma-separated object names to keep, e.g. 'mug,box'; '' keeps all", {}),
-    'frame_prefix': ('', 'TF child frames are <frame_prefix><object>_<k>', {}),
-    'target_frame': ('', 'publish poses, detections and markers in this frame (tf2 lookup at '
-                     "the image stamp); '' keeps the camera frame. TF stays camera-relative",
-                     {}),
-    'tf_timeout': (0.05, 'seconds to wait for the target_frame transform',
-                   {'floating_point_range': _float_range(0.0, 1.0)}),
-    'publish_poses': (True, 'publish poses (geometry_msgs/PoseArray)', {}),
-    'publish_detections': (True, 'publish detections (vision_msgs/Detection3DArray)', {}),
-    'publish_markers': (True, 'publish markers (visualization_msgs/MarkerArray)', {}),
-    'publish_tf': (True, 'broadcast T_cam_obj of every instance on /tf', {}),
-    'publish_debug_image': (True, 'publish debug_image (built only while subscribed)', {}),
-    'marker_lifetime': (0.5, 'seconds a marker lives without an update; 0 = until replaced',
-                        {'floating_point_range': _float_range(0.0, 60.0)}),
-    'mesh_markers': (False, 'add MESH_RESOURCE markers for objects with a mesh file', {}),
-    'diagnostics_period': (1.0, 'seconds between /diagnostics messages; needs a restart',
-                           {'read_only': True, 'floating_point_range': _float_range(0.1, 60.0)}),
-}
 
 _PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                     float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+def parameter_descriptor(spec):
+    """The ParameterDescriptor of a ParameterSpec (parameters.py).
+
+    Type, description, range or choices and read-only, so that `ros2 param describe` shows
+    them and ROS itself refuses out-of-range values and changes to read-only parameters.
+    """
+    descriptor = ParameterDescriptor(name=spec.name, type=_PARAMETER_TYPES[spec.type],
+                                     description=spec.description, read_only=spec.read_only)
+    if spec.range is not None and spec.type is float:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+    elif spec.range is not None:
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    elif spec.choices is not None or spec.frame_id:
+        descriptor.additional_constraints = spec.constraints()
+    return descriptor
+
+
+def bundled_model():
+    """The folder of the bundled demo model, used when the model parameter is empty.
+
+    Looked for in this package's share directory (colcon install), then where
+    `pose6d_ros.core.demo.default_model()` looks (source tree, pip prefix).
+    """
+    from pose6d_ros.core.demo import default_model, DEMO_MODEL
+
+    looked = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = Path(get_package_share_directory('pose6d_ros')) / 'models' / DEMO_MODEL
+        if (share / 'card.yaml').is_file():
+            return share
+        looked.append(str(share))
+    except (ImportError, LookupError):  # no ament index, or the package is not installed
+        pass
+    try:
+        return default_model()
+    except Pose6dError:
+        looked.append('models/ of the source tree and of the Python prefix')
+        raise Pose6dError(f'parameter model is empty, which means the bundled demo model '
+                          f'{DEMO_MODEL}, but it is not installed (looked in '
+                          f'{"; ".join(looked)}); set model to a model bundle folder '
+                          '(--ros-args -p model:=DIR)') from None
 
 
 def parse_objects(text):
@@ -139,16 +116,13 @@ class Pose6dNode(Node):
 
     def __init__(self, estimator=None, **kwargs):
         super().__init__('pose6d_node', **kwargs)
-        for name, (default, description, extra) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=description,
-                                             type=_PARAMETER_TYPES[type(default)], **extra)
-            self.declare_parameter(name, default, descriptor)
-        self._check_startup_parameters()
+        self._declare_parameters()
         if estimator is None:
             model = self._param('model')
             if not model:
-                raise Pose6dError('parameter model is empty; expected a model bundle folder '
-                                  '(ros2 run pose6d_ros pose6d_node --ros-args -p model:=DIR)')
+                model = bundled_model()
+                self.get_logger().info(f'parameter model is empty: using the bundled demo '
+                                       f'model {model}')
             estimator = load_estimator(model, self._param('device'))
         self.types = conversions.RclpyTypes()
         self.pipeline = FramePipeline(estimator, self._pipeline_config(), self.types)
@@ -185,16 +159,18 @@ class Pose6dNode(Node):
     def _param(self, name):
         return self.get_parameter(name).value
 
-    def _check_startup_parameters(self):
-        choices = {'device': ('auto', 'cpu', 'cuda'), 'image_transport': ('raw', 'compressed'),
-                   'qos_reliability': ('best_effort', 'reliable')}
-        for name, allowed in choices.items():
-            if self._param(name) not in allowed:
-                raise Pose6dError(f'parameter {name} is {self._param(name)!r}; expected one of '
-                                  f'{", ".join(allowed)}')
-        target = self._param('target_frame')
-        if target and not _FRAME_ID.match(target):
-            raise Pose6dError(f'parameter target_frame {target!r} is not a valid frame id')
+    def _declare_parameters(self):
+        """Declare every parameter of parameters.py; a bad startup value is a Pose6dError."""
+        for name, spec in PARAMETERS.items():
+            try:
+                self.declare_parameter(name, spec.default, parameter_descriptor(spec))
+            except ParameterException as exc:  # wrong type or out of range in a params file
+                raise Pose6dError(f'parameter {name}: {exc}; expected type {spec.type_name}'
+                                  + (f' ({spec.constraints()})' if spec.constraints() else '')
+                                  ) from None
+            reason = validate(name, self._param(name))
+            if reason:
+                raise Pose6dError(f'parameter {reason}')
 
     def _pipeline_config(self, overrides=None):
         values = {field: self._param(name) for name, field in RUNTIME_PARAMETERS.items()
@@ -206,13 +182,12 @@ class Pose6dNode(Node):
     def _parameters_callback(self, parameters):
         """Validate run-time changes; reject a bad value with the reason, apply good ones."""
         changes = {p.name: p.value for p in parameters}
+        for name, value in changes.items():
+            reason = validate(name, value) if name in PARAMETERS else None  # use_sim_time ...
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
         config_changes = {RUNTIME_PARAMETERS[name]: value for name, value in changes.items()
                           if RUNTIME_PARAMETERS.get(name)}
-        target = changes.get('target_frame')
-        if target and not _FRAME_ID.match(target):
-            return SetParametersResult(successful=False, reason=(
-                f'target_frame {target!r} is not a valid frame id: expected letters, digits, '
-                "_ . / - and no leading slash ('' for the camera frame)"))
         if config_changes:
             try:
                 config = self._pipeline_config(config_changes).validated(

@@ -1,0 +1,168 @@
+"""The parameters of the pose6d node as plain data (no rclpy), and their validation.
+
+One table serves the node (node.py builds its ParameterDescriptors from it and checks every
+change with `validate`), config/pose6d.yaml and the table in docs/ros.md (both checked against
+it by test/test_launch_config.py). Regenerate the docs table with
+`python -m pose6d_ros.ros.parameters`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+import re
+
+# tf2 frame ids: no whitespace, no leading slash (tf2 rejects those).
+FRAME_ID = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
+FRAME_ID_RULE = "'' or a tf2 frame id: letters, digits, _ . / - and no leading slash"
+
+_TYPE_NAMES = {bool: 'bool', int: 'int', float: 'double', str: 'string'}
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter: its default (whose type is the parameter's type) and its limits."""
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    read_only: bool = False            # set at startup only (launch file, params file)
+    range: tuple | None = None         # inclusive (low, high) of a number
+    choices: tuple | None = None       # the allowed strings
+    frame_id: bool = False             # '' or a valid tf2 frame id
+    pipeline_field: str | None = None  # PipelineConfig field a run-time change goes to
+
+    @property
+    def type(self):
+        return type(self.default)
+
+    @property
+    def type_name(self):
+        """The ROS parameter type: bool, int, double or string."""
+        return _TYPE_NAMES[self.type]
+
+    def constraints(self):
+        """The limits in words ('' when any value of the type is allowed)."""
+        if self.range is not None:
+            return f'{self.range[0]} to {self.range[1]}'
+        if self.choices is not None:
+            return 'one of ' + ', '.join(repr(c) for c in self.choices)
+        if self.frame_id:
+            return FRAME_ID_RULE
+        return ''
+
+
+def _spec(name, default, description, **limits):
+    return name, ParameterSpec(name, default, description, **limits)
+
+
+PARAMETERS = dict([
+    _spec('model', '', "model bundle folder (pose6d train output); '' = the bundled demo model; "
+          'needs a restart', read_only=True),
+    _spec('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'; needs a restart",
+          read_only=True, choices=('auto', 'cpu', 'cuda')),
+    _spec('image_transport', 'raw', "'raw' subscribes image (sensor_msgs/Image), 'compressed' "
+          'image/compressed (sensor_msgs/CompressedImage); needs a restart', read_only=True,
+          choices=('raw', 'compressed')),
+    _spec('qos_reliability', 'best_effort', "image/camera_info QoS: 'best_effort' (sensor data) "
+          "or 'reliable'; needs a restart", read_only=True,
+          choices=('best_effort', 'reliable')),
+    _spec('qos_depth', 1, 'image/camera_info subscription queue depth; needs a restart',
+          read_only=True, range=(1, 100)),
+    # message_filters pairs stamps that differ by strictly less than the slop, so it is > 0.
+    _spec('sync_slop', 0.05, 'seconds an image and a camera_info stamp may differ to be paired',
+          read_only=True, range=(0.001, 1.0)),
+    _spec('sync_queue_size', 5, 'messages per topic the approximate time synchronizer keeps',
+          read_only=True, range=(1, 100)),
+    _spec('min_score', 0.5, 'keep instances whose score is at least this', range=(0.0, 1.0),
+          pipeline_field='min_score'),
+    _spec('max_reprojection_error', 0.0, 'keep instances whose mean PnP reprojection error (px) '
+          'is at most this; 0 disables the check', range=(0.0, 1000.0),
+          pipeline_field='max_reprojection_error'),
+    _spec('objects', '', "comma-separated object names to keep, e.g. 'mug,box'; '' keeps all",
+          pipeline_field='objects'),
+    _spec('frame_prefix', '', 'TF child frames are <frame_prefix><object>_<k>', frame_id=True,
+          pipeline_field='frame_prefix'),
+    _spec('target_frame', '', 'publish poses, detections and markers in this frame (tf2 lookup '
+          "at the image stamp); '' keeps the camera frame. TF stays camera-relative",
+          frame_id=True),
+    _spec('tf_timeout', 0.05, 'seconds to wait for the target_frame transform', range=(0.0, 1.0)),
+    _spec('publish_poses', True, 'publish poses (geometry_msgs/PoseArray)'),
+    _spec('publish_detections', True, 'publish detections (vision_msgs/Detection3DArray)'),
+    _spec('publish_markers', True, 'publish markers (visualization_msgs/MarkerArray)'),
+    _spec('publish_tf', True, 'broadcast T_cam_obj of every instance on /tf'),
+    _spec('publish_debug_image', True, 'publish debug_image (built only while subscribed)'),
+    _spec('marker_lifetime', 0.5, 'seconds a marker lives without an update; 0 = until replaced',
+          range=(0.0, 60.0), pipeline_field='marker_lifetime'),
+    _spec('mesh_markers', False, 'add MESH_RESOURCE markers for objects with a mesh file',
+          pipeline_field='mesh_markers'),
+    _spec('diagnostics_period', 1.0, 'seconds between /diagnostics messages; needs a restart',
+          read_only=True, range=(0.1, 60.0)),
+])
+
+# Parameters changeable at run time -> PipelineConfig field (None: handled by the node).
+RUNTIME_PARAMETERS = {name: spec.pipeline_field for name, spec in PARAMETERS.items()
+                      if not spec.read_only}
+
+
+def defaults():
+    """{name: default} of every parameter."""
+    return {name: spec.default for name, spec in PARAMETERS.items()}
+
+
+def validate(name, value):
+    """Why `value` is not acceptable for parameter `name`, or None when it is.
+
+    Checks the type (as ROS does: no int for a double, no bool for an int), the range, the
+    choices and frame ids. Object names are checked against the model by the pipeline, and
+    read-only parameters by ROS, so neither is done here.
+    """
+    spec = PARAMETERS.get(name)
+    if spec is None:
+        return f'unknown parameter {name!r}; expected one of {", ".join(PARAMETERS)}'
+    if type(value) is not spec.type:  # bool is an int in Python, never in ROS
+        hint = f' (write {float(value)!r})' if spec.type is float and type(value) is int else ''
+        return (f'{name} must be of type {spec.type_name}; got {value!r} '
+                f'({_TYPE_NAMES.get(type(value), type(value).__name__)}){hint}')
+    if spec.range is not None:
+        low, high = spec.range
+        if math.isnan(value) or not low <= value <= high:
+            return f'{name} must be in [{low}, {high}]; got {value!r}'
+    if spec.choices is not None and value not in spec.choices:
+        return f'{name} is {value!r}; expected {spec.constraints()}'
+    if spec.frame_id and value and not FRAME_ID.match(value):
+        return f'{name} {value!r} is not a valid frame id; expected {FRAME_ID_RULE}'
+    return None
+
+
+def format_value(value):
+    """A value as written in YAML and in the docs table: true, 0.5, auto, ''."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return value if value else "''"
+    return repr(value)
+
+
+def markdown_table():
+    """The parameter table of docs/ros.md."""
+    lines = ['| parameter | type | default | range / choices | changeable at run time | '
+             'description |',
+             '| --- | --- | --- | --- | --- | --- |']
+    for name, spec in PARAMETERS.items():
+        cells = [f'`{name}`', spec.type_name, f'`{format_value(spec.default)}`',
+                 _cell(spec.constraints() or 'any'), 'no' if spec.read_only else 'yes',
+                 _cell(spec.description)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _cell(text):
+    """Text safe in a GitHub table cell: | < > escaped."""
+    for char in '|<>':
+        text = text.replace(char, '\\' + char)
+    return text
+
+
+if __name__ == '__main__':
+    print(markdown_table())
