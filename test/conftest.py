@@ -70,3 +70,40 @@ def tiny_bundle(tiny_dataset, tmp_path_factory):
                        '--workers', '0', '--device', 'cpu', '--quiet'])
     assert status == 0
     return out / 'bundle'
+
+
+@pytest.fixture(scope='session')
+def learned_bundle(tiny_dataset, tmp_path_factory):
+    """A tiny keypoints model fitted to tiny_dataset (250 steps, ~1 min on 2 cores).
+
+    Returns (bundle path, the training losses). It finds the box in the training images well
+    enough for end-to-end tests that need real detections (learning, bag tool, demo).
+    """
+    import torch
+
+    from pose6d_ros.core.bundle import IMAGENET_NORMALISATION, save_bundle
+    from pose6d_ros.core.data.bop import BopDataset
+    from pose6d_ros.core.data.training import collate, PoseSamples
+    from pose6d_ros.core.methods import get_method
+
+    torch.manual_seed(0)
+    dataset = BopDataset(tiny_dataset)
+    objects = dataset.object_set
+    method = get_method('keypoints', len(objects), {'backbone': 'hrnet_tiny'})
+    network = method.build_network()
+    size = (96, 72)
+    samples = PoseSamples(dataset, objects, size, method.targets, IMAGENET_NORMALISATION)
+    images, targets = collate([samples[i] for i in range(len(samples))])
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(250):
+        batch = torch.randperm(len(images))[:8]
+        loss, _ = method.loss(network(images[batch]), {k: v[batch] for k, v in targets.items()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    path = save_bundle(tmp_path_factory.mktemp('learned') / 'bundle', 'keypoints',
+                       network.config_dict(), network.state_dict(), objects, size,
+                       decoder=method.decoder_config(), normalisation=IMAGENET_NORMALISATION)
+    return path, losses

@@ -7,7 +7,6 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pose6d_ros.core import cli
-from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry import box_keypoints
 from pose6d_ros.core.objects import ObjectModel, ObjectSet
 from pose6d_ros.core.results import ObjectPose
@@ -282,14 +281,58 @@ def test_cli_bag_without_an_estimator_module_is_a_clear_error(tmp_path, monkeypa
     assert 'pose6d: error: cannot load the estimator' in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------------------------
-# PLACEHOLDER: the real `pose6d bag` command with a tiny trained model bundle.
-# When the estimator and a tiny bundle exist, replace the skip below with: train (or load) the
-# tiny bundle, render a few frames of its object into a bag with `write_bag`-like code, run
-#   pose6d bag --model <bundle> --in <bag> --out <out> --device cpu
-# as a subprocess, and check that the object's poses in <out> are near the rendered ones.
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.skip(reason='needs a tiny trained model bundle for the Estimator; see the '
-                         'placeholder comment in test_bag.py')
-def test_pose6d_bag_cli_with_a_tiny_trained_model(tmp_path):
-    raise Pose6dError('not written yet')
+def test_pose6d_bag_cli_with_a_tiny_trained_model(learned_bundle, tiny_dataset, tmp_path):
+    """Rendered frames with known poses -> `pose6d bag` with a trained model -> the output
+    poses are the estimator's for those frames, and near the truth."""
+    from rosbags.rosbag2 import Writer
+
+    from pose6d_ros.core.data.bop import BopDataset
+    from pose6d_ros.core.estimator import Estimator
+    from pose6d_ros.core.geometry import Pose
+    from pose6d_ros.core.metrics import projection_2d
+
+    bundle, _losses = learned_bundle
+    samples = [BopDataset(tiny_dataset)[i] for i in range(6)]
+    types = RosbagsTypes.for_distro('jazzy')
+    in_bag = tmp_path / 'rendered'
+    with Writer(in_bag, version=9) as writer:
+        image_conn = writer.add_connection(IMAGE_TOPIC, 'sensor_msgs/msg/Image',
+                                           typestore=types.typestore)
+        info_conn = writer.add_connection(INFO_TOPIC, 'sensor_msgs/msg/CameraInfo',
+                                          typestore=types.typestore)
+        for index, sample in enumerate(samples):
+            stamp = T0_NS + index * PERIOD_NS
+            header = conversions.make_header(types, stamp, FRAME)
+            camera = sample.camera
+            info = types.new('sensor_msgs/msg/CameraInfo', header=header, width=camera.width,
+                             height=camera.height, distortion_model='plumb_bob',
+                             d=[0.0] * 5, k=camera.K.ravel().tolist())
+            image = conversions.rgb_to_image(types, sample.load_image(), header, 'rgb8')
+            writer.write(image_conn, stamp, types.serialize(image))
+            writer.write(info_conn, stamp + 1000, types.serialize(info))
+    out_bag = tmp_path / 'out'
+    assert cli.main(['bag', '--model', str(bundle), '--in', str(in_bag), '--out', str(out_bag),
+                     '--device', 'cpu']) == 0
+
+    topics = read_bag(out_bag)
+    for topic, msgtype in output_topics('/pose6d').values():
+        assert topics[topic][0] == msgtype, topic
+    estimator = Estimator.from_bundle(bundle, device='cpu')
+    pose_arrays = [message for _stamp, message in topics['/pose6d/poses'][1]]
+    assert len(pose_arrays) == len(samples)
+    near_truth = 0
+    for sample, message in zip(samples, pose_arrays):
+        expected = [p for p in estimator(sample.load_image(), sample.camera)
+                    if p.score >= PipelineConfig().min_score]
+        assert len(message.poses) == len(expected)
+        for published, found in zip(message.poses, expected):
+            position = [published.position.x, published.position.y, published.position.z]
+            quat = [published.orientation.x, published.orientation.y, published.orientation.z,
+                    published.orientation.w]
+            assert np.allclose(position, found.t, atol=1e-6)
+            assert np.allclose(np.abs(np.dot(quat, found.quat_xyzw)), 1.0, atol=1e-6)
+        if expected and sample.annotations:
+            truth_pose = Pose(sample.annotations[0].R, sample.annotations[0].t)
+            near_truth += projection_2d(expected[0].pose, truth_pose,
+                                        estimator.objects[0].keypoints, sample.camera) < 5.0
+    assert near_truth >= len(samples) // 2

@@ -55,6 +55,6 @@ print('imported', len([m for m in sys.modules if m.startswith('pose6d_ros.core')
 def test_every_core_module_imports_with_ros_made_unimportable():
     code = BLOCKER.format(blocked=set(ROS_MODULES))
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            cwd=CORE.parents[1], timeout=120)
+                            cwd=CORE.parents[1], timeout=600)
     assert result.returncode == 0, result.stderr
     assert 'imported' in result.stdout

@@ -19,27 +19,12 @@ from pose6d_ros.core.train import load_config, TrainConfig
 INPUT = (96, 72)
 
 
-def test_keypoints_learning_works_on_a_tiny_set(tiny_dataset):
+def test_keypoints_learning_works_on_a_tiny_set(learned_bundle, tiny_dataset):
     """A short CPU run cuts the loss by a large factor and the poses pass the 2D test."""
-    torch.manual_seed(0)
-    dataset = BopDataset(tiny_dataset)
-    objects = dataset.object_set
-    method = get_method('keypoints', len(objects), {'backbone': 'hrnet_tiny'})
-    network = method.build_network()
-    samples = PoseSamples(dataset, objects, INPUT, method.targets, IMAGENET_NORMALISATION)
-    images, targets = collate([samples[i] for i in range(len(samples))])
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(250):
-        batch = torch.randperm(len(images))[:8]
-        loss, _ = method.loss(network(images[batch]), {k: v[batch] for k, v in targets.items()})
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    path, losses = learned_bundle
     assert np.mean(losses[:5]) / np.mean(losses[-5:]) > 5.0
-    estimator = Estimator(network, method, objects, INPUT, IMAGENET_NORMALISATION, device='cpu')
-    summary, _ = evaluate_dataset(estimator, dataset)
+    dataset = BopDataset(tiny_dataset)
+    summary, _ = evaluate_dataset(Estimator.from_bundle(path, device='cpu'), dataset)
     assert summary['mean']['recall'] >= 0.8
     assert summary['mean']['proj_2d_5px'] >= 0.6
 
