@@ -74,3 +74,12 @@ def test_console_script_runs_as_a_module():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith('pose6d ')
+
+
+def test_bench_params_reports_counts_near_the_paper(capsys):
+    assert cli.main(['bench', 'params', '--classes', '1']) == 0
+    report = json.loads(capsys.readouterr().out)
+    student = report['keypoints']['student']['1']['params']
+    teacher = report['keypoints']['teacher']['1']['params']
+    assert 3.5e6 < student < 4.6e6 and 9.0e6 < teacher < 10.5e6
+    assert report['corners']['resnet18_h']['1'] > report['keypoints']['student']['1']['params']

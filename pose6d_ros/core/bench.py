@@ -225,3 +225,17 @@ def format_bench(report):
         lines.append(f'  DOPE-sized reference: {report["reference_dope"]["fps"]} fps '
                      f'(ours is {report["speedup_over_dope"]}x)')
     return '\n'.join(lines) + '\n' + json.dumps(report, indent=2)
+
+
+def parameter_counts(classes=(1, 8), flops=False):
+    """Parameters of both networks, beside the papers' figures (HRPose Table III)."""
+    from pose6d_ros.core.nets.corners import CornersConfig, CornersNet
+    from pose6d_ros.core.nets.hrpose import count_parameters, parameter_report
+
+    report = {'keypoints': parameter_report(tuple(classes), flops=flops),
+              'paper_hrpose_table_3': {'teacher': 9.7e6, 'student': 4.2e6}, 'corners': {}}
+    for depth in (18, 50):
+        report['corners'][f'resnet{depth}_h'] = {
+            n: count_parameters(CornersNet(CornersConfig(depth=depth, num_classes=n)))
+            for n in classes}
+    return report

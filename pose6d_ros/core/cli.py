@@ -53,6 +53,12 @@ def build_parser():
                      help='OpenCV threads (default: 1, one CPU core)')
     pnp.add_argument('--seed', type=int, default=0)
     pnp.set_defaults(run=_run_bench_pnp)
+    params = benches.add_parser(
+        'params', help='parameter counts (and GFLOPs) of the HRPose teacher/student and the '
+                       'corners ResNet-18/50-h, JSON')
+    params.add_argument('--classes', type=_positive_int, nargs='+', default=[1, 8])
+    params.add_argument('--flops', action='store_true', help='also count GFLOPs at 448x448')
+    params.set_defaults(run=_run_bench_params)
     bench_synth = benches.add_parser(
         'synth', help='synthetic images per second (two objects, backgrounds, all workers)')
     bench_synth.add_argument('--images', type=_positive_int, default=200,
@@ -174,6 +180,13 @@ def _run_bench_model(args):
                          warmup=args.warmup, compile_network=args.compile,
                          references=not args.no_references)
     print(json.dumps(report, indent=2) if args.json else format_bench(report))
+    return 0
+
+
+def _run_bench_params(args):
+    from pose6d_ros.core.bench import parameter_counts
+
+    print(json.dumps(parameter_counts(args.classes, args.flops), indent=2))
     return 0
 
 

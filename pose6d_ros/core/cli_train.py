@@ -65,6 +65,9 @@ def _run_train(args):
         from pose6d_ros.core.errors import Pose6dError
 
         raise Pose6dError('pose6d distill trains the keypoints method only')
+    import os
+
     bundle = train(config, resume=args.resume, progress=not args.quiet)
-    print(f'model bundle: {bundle}')
+    if int(os.environ.get('RANK', 0)) == 0:  # under torchrun, one line, not one per process
+        print(f'model bundle: {bundle}')
     return 0

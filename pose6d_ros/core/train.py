@@ -170,6 +170,8 @@ def train(config, resume=False, progress=True):
     if not resume and out.exists() and any(out.iterdir()):
         raise Pose6dError(f'run directory {out} is not empty; pass --resume to continue that '
                           'run or choose another --out')
+    if distributed:  # every process has checked the run directory before rank 0 writes to it
+        torch.distributed.barrier()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / 'config.yaml').write_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False))

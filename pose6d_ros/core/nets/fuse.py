@@ -26,7 +26,9 @@ def fuse_conv_bn(model, example=None, atol=1e-3):
             expected, actual = model.eval()(example), fused(example)
         pairs = (zip(expected.values(), actual.values()) if isinstance(expected, dict)
                  else [(expected, actual)])
-        if not all(torch.allclose(a, b, atol=atol, rtol=1e-3) for a, b in pairs):
+        # Relative to each output's scale: folding changes rounding, not the function.
+        if not all(float((a - b).abs().max()) <= atol * (1.0 + float(b.abs().max()))
+                   for a, b in pairs if a.is_floating_point()):
             return model.eval()
     return fused
 
