@@ -147,3 +147,24 @@ def test_pose_behind_the_camera_is_rejected(camera, monkeypatch):
     result = solve_pnp(KEYPOINTS, pixels, camera, ransac=False)
     assert not result.success
     assert 'behind the camera' in result.message
+
+
+def test_a_millimetre_object_solves_instead_of_crashing():
+    """OpenCV's SQPnP asserts on a tiny point spread; the solver falls back to EPnP."""
+    camera = CameraModel.from_intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
+    points = np.random.default_rng(0).normal(size=(9, 3)) * 1e-3  # a 1 mm object
+    pose = Pose(np.eye(3), [0.0, 0.0, 0.05])
+    result = solve_pnp(points, camera.project(pose.transform(points)), camera)
+    assert result.success and np.allclose(result.t, pose.t, atol=1e-4)
+
+
+def test_opencv_errors_inside_ransac_are_a_failure_not_a_crash(camera, monkeypatch):
+    def raising(*args, **kwargs):
+        raise pnp.cv2.error('simulated assertion')
+
+    pose = Pose(np.eye(3), [0.0, 0.0, 0.5])
+    pixels = camera.project(pose.transform(KEYPOINTS))
+    pixels[:2] += 80.0  # forces the RANSAC path
+    monkeypatch.setattr(pnp.cv2, 'solvePnPRansac', raising)
+    result = solve_pnp(KEYPOINTS, pixels, camera)
+    assert not result.success and 'RANSAC found no pose' in result.message

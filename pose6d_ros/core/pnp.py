@@ -100,8 +100,11 @@ def _finish(points_3d, points_2d, xy, camera, rvec, t, inliers, weights, refine)
     """Refine a pose on its inliers and measure it in real pixels."""
     rvec, t = rvec.reshape(3, 1), t.reshape(3, 1)
     if refine and weights is None:  # unweighted: OpenCV's LM minimises the same cost, in C++
-        rvec, t = cv2.solvePnPRefineLM(points_3d[inliers], xy[inliers], _EYE, None, rvec, t,
-                                       _LM_CRITERIA)
+        try:
+            rvec, t = cv2.solvePnPRefineLM(points_3d[inliers], xy[inliers], _EYE, None, rvec, t,
+                                           _LM_CRITERIA)
+        except cv2.error:
+            pass  # keep the unrefined pose; it is checked and measured below
     R = cv2.Rodrigues(rvec)[0]
     t = t.ravel()
     if refine and weights is not None:
@@ -188,16 +191,25 @@ def _residual_and_jacobian(points_3d, xy, R, t, sqrt_w):
 
 
 def _direct(points_3d, xy):
-    ok, rvec, tvec = cv2.solvePnP(points_3d, xy, _EYE, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
-        return None, None
-    return rvec.ravel(), tvec.ravel()
+    """Globally optimal SQPnP; EPnP where SQPnP refuses (its point-spread check is absolute,
+    so it asserts on objects of a few millimetres, or on near-degenerate inlier subsets)."""
+    for flag in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_EPNP):
+        try:
+            ok, rvec, tvec = cv2.solvePnP(points_3d, xy, _EYE, None, flags=flag)
+        except cv2.error:
+            continue
+        if ok and np.isfinite(rvec).all() and np.isfinite(tvec).all():
+            return rvec.ravel(), tvec.ravel()
+    return None, None
 
 
 def _ransac(points_3d, xy, threshold, iterations, confidence):
-    ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-        points_3d, xy, _EYE, None, iterationsCount=iterations,
-        reprojectionError=threshold, confidence=confidence, flags=_RANSAC_FLAG)
+    try:
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            points_3d, xy, _EYE, None, iterationsCount=iterations,
+            reprojectionError=threshold, confidence=confidence, flags=_RANSAC_FLAG)
+    except cv2.error:  # OpenCV asserts on some degenerate samples instead of failing
+        return None, None, None
     if not ok or inliers is None or len(inliers) < MIN_POINTS:
         return None, None, None
     inliers = np.sort(inliers.ravel())
