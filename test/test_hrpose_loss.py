@@ -62,3 +62,30 @@ def test_combined_loss_weights_and_gradients_reach_only_the_student():
     total.backward()
     assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in student.values())
     assert all(v.grad is None for v in teacher.values())
+
+
+def test_peak_weight_zero_is_the_papers_mse_and_positive_weights_the_peaks():
+    targets = outputs(0)
+    targets['belief'] = torch.zeros_like(targets['belief'])
+    targets['belief'][:, :, 5, 5] = 1.0
+    targets['vectors'] = torch.zeros_like(targets['vectors'])
+    prediction = {k: torch.zeros_like(v) for k, v in targets.items()}
+    plain = keypoint_loss(prediction, targets)
+    assert plain.item() == pytest.approx(
+        torch.nn.functional.mse_loss(prediction['belief'], targets['belief']).item())
+    assert keypoint_loss(prediction, targets, peak_weight=0.0).item() == plain.item()
+    # A miss at the peak costs (1 + w) times more; background errors are unchanged.
+    assert keypoint_loss(prediction, targets, peak_weight=9.0).item() == pytest.approx(
+        10 * plain.item())
+    background = {k: v.clone() for k, v in targets.items()}
+    background['belief'][:, :, 0, 0] = 0.5
+    assert keypoint_loss(background, targets, peak_weight=9.0).item() == pytest.approx(
+        keypoint_loss(background, targets).item())
+
+
+def test_unknown_loss_options_are_refused():
+    from pose6d_ros.core.errors import Pose6dError
+    from pose6d_ros.core.methods import get_method
+
+    with pytest.raises(Pose6dError, match='unknown key.*peak_weigth'):
+        get_method('keypoints', 1, loss={'peak_weigth': 3})

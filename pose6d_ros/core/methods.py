@@ -21,13 +21,19 @@ class KeypointsMethod:
 
     name = 'keypoints'
 
-    def __init__(self, num_classes, network=None, decoder=None):
+    def __init__(self, num_classes, network=None, decoder=None, loss=None):
         from pose6d_ros.core.nets.keypoint_codec import CodecConfig
 
         self.num_classes = int(num_classes)
         self.network_config = dict(network or {})
         self.network_config['num_classes'] = self.num_classes
         self.codec = _dataclass_from(CodecConfig, decoder or {}, 'decoder')
+        loss = dict(loss or {})
+        unknown = sorted(set(loss) - {'peak_weight'})
+        if unknown:
+            raise Pose6dError(f'keypoints loss: unknown key(s) {", ".join(unknown)}; '
+                              'expected peak_weight')
+        self.peak_weight = float(loss.get('peak_weight', 0.0))
 
     def build_network(self):
         from pose6d_ros.core.nets.hrpose import HRPose, HRPoseConfig
@@ -48,13 +54,11 @@ class KeypointsMethod:
         return {'belief': torch.from_numpy(belief), 'vectors': torch.from_numpy(vectors)}
 
     def loss(self, outputs, targets, stage=2):
-        """Task loss (MSE on maps and fields) -> (total, {name: value})."""
-        from pose6d_ros.core.nets.hrpose_loss import keypoint_loss
+        """Task loss (MSE on maps and fields, see hrpose_loss) -> (total, {name: value})."""
+        from pose6d_ros.core.nets.hrpose_loss import split_keypoint_loss
 
-        belief = torch.nn.functional.mse_loss(outputs['belief'], targets['belief'])
-        vectors = torch.nn.functional.mse_loss(outputs['vectors'], targets['vectors'])
-        total = keypoint_loss(outputs, targets)
-        return total, {'belief': belief.detach(), 'vectors': vectors.detach()}
+        belief, vectors = split_keypoint_loss(outputs, targets, self.peak_weight)
+        return belief + vectors, {'belief': belief.detach(), 'vectors': vectors.detach()}
 
     def decode(self, outputs):
         """Per image, a list of KeypointInstance in network-input pixels."""
@@ -68,11 +72,12 @@ class CornersMethod:
 
     name = 'corners'
 
-    def __init__(self, num_classes, network=None, decoder=None):
+    def __init__(self, num_classes, network=None, decoder=None, loss=None):
         self.num_classes = int(num_classes)
         self.network_config = dict(network or {})
         self.network_config['num_classes'] = self.num_classes
         self.decoder = dict(decoder or {})
+        self.loss_options = dict(loss or {})  # corners_codec.LossConfig fields
 
     def build_network(self):
         from pose6d_ros.core.nets.corners import CornersNet
@@ -97,23 +102,22 @@ class CornersMethod:
         from pose6d_ros.core.nets import corners_codec
 
         return corners_codec.loss_for_batch(outputs, targets, self.network_config, stage=stage,
-                                            **self.decoder.get('loss', {}))
+                                            **self.loss_options)
 
     def decode(self, outputs):
         from pose6d_ros.core.nets import corners_codec
 
-        return corners_codec.decode_for_batch(outputs, self.network_config, **{
-            k: v for k, v in self.decoder.items() if k != 'loss'})
+        return corners_codec.decode_for_batch(outputs, self.network_config, **self.decoder)
 
 
 METHODS = {'keypoints': KeypointsMethod, 'corners': CornersMethod}
 
 
-def get_method(name, num_classes, network=None, decoder=None):
+def get_method(name, num_classes, network=None, decoder=None, loss=None):
     """The method object for `name` ('keypoints' or 'corners')."""
     if name not in METHODS:
         raise Pose6dError(f'unknown method {name!r}; expected one of {", ".join(METHODS)}')
-    return METHODS[name](num_classes, network, decoder)
+    return METHODS[name](num_classes, network, decoder, loss)
 
 
 def _dataclass_from(cls, values, where):

@@ -52,6 +52,7 @@ class TrainConfig:
     input_size: tuple = (448, 448)   # network input (width, height)
     network: dict = field(default_factory=dict)   # network config (backbone, depth, ...)
     decoder: dict = field(default_factory=dict)   # decoder/codec config
+    loss: dict = field(default_factory=dict)      # keypoints: peak_weight; corners: LossConfig
     optimizer: str | None = None     # 'adam' or 'sgd' (None: the method's paper default)
     lr: float | None = None          # initial learning rate
     momentum: float = 0.9            # SGD momentum
@@ -108,7 +109,7 @@ def load_config(path=None, overrides=None):
     if unknown:
         raise Pose6dError(f'unknown training config key(s) {", ".join(unknown)}; expected '
                           f'some of {", ".join(sorted(known))}')
-    for key in ('network', 'decoder', 'distillation'):
+    for key in ('network', 'decoder', 'loss', 'distillation'):
         if key in values and not isinstance(values[key], dict):
             raise Pose6dError(f'training config {key} must be a mapping; got {values[key]!r}')
     if 'input_size' in values:
@@ -193,7 +194,8 @@ def train(config, resume=False, progress=True):
 
     if config.method == 'corners':  # its anchors scale with the input size it is trained at
         config.network.setdefault('input_size', list(config.input_size))
-    method = get_method(config.method, len(objects), config.network, config.decoder)
+    method = get_method(config.method, len(objects), config.network, config.decoder,
+                        config.loss)
     network = method.build_network().to(device)
     teacher = _load_teacher(config, objects, device)
     normalisation = IMAGENET_NORMALISATION
@@ -322,7 +324,8 @@ def _loss(method, outputs, targets, stage, teacher, images, config):
     with torch.no_grad():
         teacher_outputs = teacher(images)
     return distillation_loss(outputs, teacher_outputs, targets,
-                             DistillationWeights(**config.distillation))
+                             DistillationWeights(**config.distillation),
+                             peak_weight=float(config.loss.get('peak_weight', 0.0)))
 
 
 def _load_teacher(config, objects, device):

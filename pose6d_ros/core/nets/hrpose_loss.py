@@ -25,13 +25,27 @@ class DistillationWeights:
     similarity_size: int = 28          # features are pooled to this size (square) first
 
 
-def keypoint_loss(outputs, targets):
+def keypoint_loss(outputs, targets, peak_weight=0.0):
     """Task loss: MSE on belief maps plus MSE on vector fields.
 
     outputs / targets: dicts with 'belief' (B, C*9, h, w) and 'vectors' (B, C*16, h, w).
+    peak_weight = 0 is the paper's plain MSE. peak_weight > 0 (our addition) weights each pixel
+    by 1 + peak_weight * target belief (and 1 + peak_weight where a vector target is set): the
+    few peak pixels then count, which gets a network off the all-zero plateau much sooner.
     """
-    return (F.mse_loss(outputs['belief'], targets['belief'])
-            + F.mse_loss(outputs['vectors'], targets['vectors']))
+    belief, vectors = split_keypoint_loss(outputs, targets, peak_weight)
+    return belief + vectors
+
+
+def split_keypoint_loss(outputs, targets, peak_weight=0.0):
+    """(belief term, vector term) of `keypoint_loss`."""
+    if not peak_weight:
+        return (F.mse_loss(outputs['belief'], targets['belief']),
+                F.mse_loss(outputs['vectors'], targets['vectors']))
+    belief_weight = 1.0 + peak_weight * targets['belief']
+    vector_weight = 1.0 + peak_weight * (targets['vectors'] != 0).to(outputs['vectors'].dtype)
+    return ((belief_weight * (outputs['belief'] - targets['belief']) ** 2).mean(),
+            (vector_weight * (outputs['vectors'] - targets['vectors']) ** 2).mean())
 
 
 def output_distillation_loss(student, teacher):
@@ -54,11 +68,11 @@ def feature_similarity_loss(student_features, teacher_features, size):
     return ((student - teacher) ** 2).sum(dim=(1, 2)).mean()
 
 
-def distillation_loss(student, teacher, targets, weights=None):
+def distillation_loss(student, teacher, targets, weights=None, peak_weight=0.0):
     """Task + alpha * output distillation + beta * feature similarity -> (total, parts)."""
     weights = weights or DistillationWeights()
     parts = {
-        'task': keypoint_loss(student, targets),
+        'task': keypoint_loss(student, targets, peak_weight),
         'output_distillation': output_distillation_loss(student, teacher),
         'feature_similarity': feature_similarity_loss(student['features'], teacher['features'],
                                                       weights.similarity_size),
