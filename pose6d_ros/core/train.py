@@ -234,6 +234,8 @@ def train(config, resume=False, progress=True):
         samples.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
+        else:  # the shuffle of an epoch depends on (seed, epoch) only: a resumed run matches
+            loader.generator.manual_seed(config.seed * 100003 + epoch)
         stage = 1 if epoch < config.stage1_epochs else 2
         model.train()
         for images, targets in loader:
