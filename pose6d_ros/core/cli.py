@@ -11,6 +11,10 @@ import json
 import sys
 
 from pose6d_ros import __version__
+from pose6d_ros.core.cli_args import id_list as _id_list
+from pose6d_ros.core.cli_args import non_negative_int as _non_negative_int
+from pose6d_ros.core.cli_args import positive_int as _positive_int
+from pose6d_ros.core.cli_args import size as _size
 from pose6d_ros.core.errors import Pose6dError
 
 
@@ -225,38 +229,6 @@ def _run_synth(args):
     return 0
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0; got {text!r}') from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0; got {value}')
-    return value
-
-
-def _size(text):
-    try:
-        width, height = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT, e.g. 640x480; got '
-                                         f'{text!r}') from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f'expected a positive size; got {text!r}')
-    return width, height
-
-
-def _id_list(text):
-    try:
-        ids = [int(v) for v in text.split(',') if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected comma-separated integer ids, e.g. 1,5,9; '
-                                         f'got {text!r}') from None
-    if not ids or min(ids) < 0:
-        raise argparse.ArgumentTypeError(f'expected non-negative integer ids; got {text!r}')
-    return ids
-
-
 def _run_bag(args):
     # Lazy: rosbags only (never rclpy), and only when this sub-command runs.
     from pose6d_ros.ros.bag import run_bag
@@ -277,16 +249,6 @@ def _run_bag(args):
                       progress=sys.stderr.isatty())
     print(summary.format())
     return 0
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer; got {text!r}') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'expected a positive integer; got {value}')
-    return value
 
 
 if __name__ == '__main__':

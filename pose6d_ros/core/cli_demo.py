@@ -1,9 +1,10 @@
-"""`pose6d demo-object`: write the demo box's mesh, texture, objects YAML and printable net."""
+"""`pose6d demo-object` (the printable demo box) and `pose6d demo` (a held-out run)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from pose6d_ros.core.cli_args import positive_float, positive_int, size
 
 
 def register(commands):
@@ -18,7 +19,7 @@ def register(commands):
     demo.add_argument('--out', required=True, metavar='DIR', help='output folder')
     demo.add_argument('--force', action='store_true',
                       help='write into a non-empty DIR (replaces files of the same names)')
-    demo.add_argument('--px-per-mm', type=_positive_float, default=4.0, metavar='N',
+    demo.add_argument('--px-per-mm', type=positive_float, default=4.0, metavar='N',
                       help='texture resolution in pixels per millimetre (default: 4)')
     demo.set_defaults(run=_run_demo_object)
 
@@ -31,8 +32,8 @@ def register(commands):
     run.add_argument('--out', default='pose6d_demo', metavar='DIR',
                      help='output folder, replaced if it exists (default: ./pose6d_demo)')
     run.add_argument('--model', metavar='BUNDLE', help='model bundle (default: the bundled one)')
-    run.add_argument('--frames', type=_positive_int, default=24, help='frames (default: 24)')
-    run.add_argument('--size', default='640x480', metavar='WxH',
+    run.add_argument('--frames', type=positive_int, default=24, help='frames (default: 24)')
+    run.add_argument('--size', type=size, default=(640, 480), metavar='WxH',
                      help='image size (default: 640x480)')
     run.add_argument('--seed', type=int, default=2026)
     run.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
@@ -41,17 +42,10 @@ def register(commands):
 
 def _run_demo(args):
     from pose6d_ros.core.demo import run_demo
-    from pose6d_ros.core.train import parse_size
 
-    run_demo(out=args.out, model=args.model, frames=args.frames, size=parse_size(args.size),
+    run_demo(out=args.out, model=args.model, frames=args.frames, size=args.size,
              seed=args.seed, device=args.device)
     return 0
-
-
-def _positive_int(text):
-    from pose6d_ros.core.cli import _positive_int as check
-
-    return check(text)
 
 
 def _run_demo_object(args):
@@ -75,13 +69,3 @@ def _run_demo_object(args):
               'bar measures 5.0 cm; cut the solid lines, fold the dashed ones (printed side '
               'out) and glue the grey tabs inside.')
     return 0
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive number; got {text!r}') from None
-    if not 0.0 < value < float('inf'):  # also refuses nan
-        raise argparse.ArgumentTypeError(f'expected a positive number; got {text!r}')
-    return value

@@ -12,7 +12,8 @@ import sys
 
 def register(commands):
     """Add the eval, predict and export sub-commands to the `pose6d` parser."""
-    from pose6d_ros.core.cli import _id_list, _positive_int
+    from pose6d_ros.core.cli_args import id_list as _id_list
+    from pose6d_ros.core.cli_args import positive_int as _positive_int
 
     evaluate = commands.add_parser(
         'eval', help='score a model bundle on a BOP-format dataset (metrics, table, curves, '

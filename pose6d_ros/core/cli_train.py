@@ -25,7 +25,7 @@ def register(commands):
 
 
 def _common(parser):
-    from pose6d_ros.core.cli import _positive_int
+    from pose6d_ros.core.cli_args import positive_int as _positive_int
 
     parser.add_argument('--data', metavar='DIR', help='BOP-format training dataset')
     parser.add_argument('--val-data', metavar='DIR',
