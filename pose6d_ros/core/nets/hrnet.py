@@ -152,7 +152,9 @@ class BasicBlock(nn.Module):
         self.conv2 = conv_bn(width, width, relu=False)
 
     def forward(self, x):
-        return F.relu(x + self.conv2(self.conv1(x)))
+        out = self.conv2(self.conv1(x))
+        out += x   # in place: a fresh tensor, whose producer (conv or BN) keeps no copy of it
+        return F.relu(out, inplace=True)
 
 
 class Bottleneck(nn.Module):
@@ -167,7 +169,9 @@ class Bottleneck(nn.Module):
                          else conv_bn(c_in, c_out, 1, relu=False))
 
     def forward(self, x):
-        return F.relu(self.shortcut(x) + self.body(x))
+        out = self.body(x)
+        out += self.shortcut(x)
+        return F.relu(out, inplace=True)
 
 
 class FuseUp(nn.Module):
@@ -214,13 +218,12 @@ class HighResolutionModule(nn.Module):
         out = []
         for i, row in enumerate(self.fuse):
             size = xs[i].shape[-2:]
-            y = xs[i]
+            y = None   # xs[i] is an input of the other rows too: it is never changed in place
             for j, layer in enumerate(row):
-                if j > i:
-                    y = y + layer(xs[j], size)
-                elif j < i:
-                    y = y + layer(xs[j])
-            out.append(F.relu(y))
+                if j != i:
+                    z = layer(xs[j], size) if j > i else layer(xs[j])
+                    y = xs[i] + z if y is None else y.add_(z)
+            out.append(F.relu(xs[i]) if y is None else F.relu(y, inplace=True))
         return out
 
 
