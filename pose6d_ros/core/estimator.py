@@ -112,6 +112,19 @@ class Estimator:
                         'total': end - start}
         return results
 
+    @torch.inference_mode()
+    def warm_up(self, runs=2):
+        """Run the network on blank inputs: compiles it (torch.compile) and fills caches, so
+        that the first real frame is not the slow one."""
+        width, height = self.input_size
+        tensor = torch.zeros(1, 3, height, width, device=self.device)
+        if self.config.optimize:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        for _ in range(runs):
+            self.forward(tensor)
+        if self.device.startswith('cuda'):
+            torch.cuda.synchronize(self.device)
+
     def preprocess(self, images, letterboxes):
         """Letterbox + normalise into a (B, 3, H, W) tensor on the device."""
         width, height = self.input_size

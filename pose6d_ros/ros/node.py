@@ -123,7 +123,10 @@ class Pose6dNode(Node):
                 model = bundled_model()
                 self.get_logger().info(f'parameter model is empty: using the bundled demo '
                                        f'model {model}')
-            estimator = load_estimator(model, self._param('device'))
+            if self._param('compile'):
+                self.get_logger().info('compiling the network (torch.compile) before '
+                                       'subscribing; this takes about a minute')
+            estimator = load_estimator(model, self._param('device'), self._param('compile'))
         self.types = conversions.RclpyTypes()
         self.pipeline = FramePipeline(estimator, self._pipeline_config(), self.types)
         names = ', '.join(self.pipeline.object_names or []) or '?'

@@ -61,6 +61,9 @@ PARAMETERS = dict([
           'needs a restart', read_only=True),
     _spec('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'; needs a restart",
           read_only=True, choices=('auto', 'cpu', 'cuda')),
+    _spec('compile', False, 'torch.compile the network (CUDA graphs on a GPU) at startup: '
+          'about 1.2x faster on a CPU, more on a GPU, after a compilation of about a minute; '
+          'needs a restart', read_only=True),
     _spec('image_transport', 'raw', "'raw' subscribes image (sensor_msgs/Image), 'compressed' "
           'image/compressed (sensor_msgs/CompressedImage); needs a restart', read_only=True,
           choices=('raw', 'compressed')),

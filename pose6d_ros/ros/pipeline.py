@@ -229,15 +229,28 @@ class FramePipeline:
                            mesh_resources=mesh_resources or {})
 
 
-def load_estimator(bundle, device='auto'):
+def load_estimator(bundle, device='auto', compile_network=False):
     """Estimator.from_bundle(bundle, device) ('auto': CUDA when present); Pose6dError if the
-    estimator cannot be imported, and whatever from_bundle raises for a bad bundle or device."""
+    estimator cannot be imported, and whatever from_bundle raises for a bad bundle or device.
+
+    compile_network: torch.compile the network (CUDA graphs on a GPU; the input size is the
+    bundle's, whatever the camera), compiled here by a warm-up rather than on the first frame.
+    """
     try:
-        from pose6d_ros.core.estimator import Estimator
+        from pose6d_ros.core.estimator import Estimator, EstimatorConfig
     except ImportError as exc:
         raise Pose6dError('cannot load the estimator (pose6d_ros.core.estimator): '
                           f'{exc}') from None
-    return Estimator.from_bundle(bundle, device=device)
+    estimator = Estimator.from_bundle(bundle, device=device,
+                                      config=EstimatorConfig(compile=compile_network))
+    if compile_network:
+        try:
+            estimator.warm_up()
+        except Exception as exc:  # no C++ compiler for inductor, an unsupported op, ...
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise Pose6dError(f'torch.compile failed ({type(exc).__name__}: {first_line}); '
+                              'set the compile parameter to false') from None
+    return estimator
 
 
 def _object_names(estimator):
