@@ -378,7 +378,7 @@ def test_config_round_trip_and_registry():
     with torch.no_grad():
         a, b = model(x), rebuilt(x)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(Pose6dError, match='unknown keys'):
+    with pytest.raises(Pose6dError, match='unknown key.s. '):
         CornersNet.from_config_dict({**args, 'colour': 'red'})
     with pytest.raises(Pose6dError, match='corner_mode'):
         CornersConfig(corner_mode='sideways')

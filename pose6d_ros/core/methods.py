@@ -7,12 +7,13 @@ after decoding (letterbox undone, PnP, filtering) is shared and lives in the est
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 import math
 
 import numpy as np
 import torch
 
+from pose6d_ros.core.config_fields import check_keys, dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
 
 
@@ -28,11 +29,7 @@ class KeypointsMethod:
         self.network_config = dict(network or {})
         self.network_config['num_classes'] = self.num_classes
         self.codec = _dataclass_from(CodecConfig, decoder or {}, 'decoder')
-        loss = dict(loss or {})
-        unknown = sorted(set(loss) - {'peak_weight'})
-        if unknown:
-            raise Pose6dError(f'keypoints loss: unknown key(s) {", ".join(unknown)}; '
-                              'expected peak_weight')
+        loss = check_keys(loss, ('peak_weight',), 'keypoints loss')
         self.peak_weight = float(loss.get('peak_weight', 0.0))
 
     def build_network(self):
@@ -121,9 +118,4 @@ def get_method(name, num_classes, network=None, decoder=None, loss=None):
 
 
 def _dataclass_from(cls, values, where):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise Pose6dError(f'{where}: unknown key(s) {", ".join(unknown)}; expected some of '
-                          f'{", ".join(sorted(known))}')
-    return cls(**values)
+    return cls(**dataclass_kwargs(cls, values, where))

@@ -11,7 +11,7 @@ RUN_DIR/bundle. Runs on one GPU, on the CPU, or on several GPUs under `torchrun`
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 import math
 import os
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
 
 # What each paper trained with; used where the config leaves a field unset (None).
@@ -104,11 +105,7 @@ def load_config(path=None, overrides=None):
             raise Pose6dError(f'training config {path} must hold a mapping')
         values.update(loaded)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name: f for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise Pose6dError(f'unknown training config key(s) {", ".join(unknown)}; expected '
-                          f'some of {", ".join(sorted(known))}')
+    values = dataclass_kwargs(TrainConfig, values, 'training config')
     for key in ('network', 'decoder', 'loss', 'distillation'):
         if key in values and not isinstance(values[key], dict):
             raise Pose6dError(f'training config {key} must be a mapping; got {values[key]!r}')

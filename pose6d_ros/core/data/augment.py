@@ -9,13 +9,14 @@ RGB images (H, W, 3) with OpenCV (LUTs, separable filters) to stay fast on a CPU
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -323,7 +324,7 @@ class Photometric:
     @classmethod
     def from_dict(cls, data, where='photometric'):
         """Build from a mapping (a config file section); unknown keys are an error."""
-        return cls(**_known_fields(cls, data, where))
+        return cls(**dataclass_kwargs(cls, data, where, lists_as_tuples=True))
 
     def apply(self, image, rng):
         """Return a jittered copy of `image` (H, W, 3) uint8 RGB; reproducible from `rng`."""
@@ -408,19 +409,6 @@ def _add_noise(image, sigma, gray, seed):
 
 # --- validation helpers -----------------------------------------------------------------------
 
-
-def _known_fields(cls, data, where):
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise Pose6dError(f'{where} must be a mapping; got {type(data).__name__}')
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise Pose6dError(f'{where} has unknown key(s) {", ".join(unknown)}; expected some of '
-                          f'{", ".join(names)}')
-    return {key: tuple(value) if isinstance(value, list) else value
-            for key, value in data.items()}
 
 
 def _number(value, name, low=None, high=None):

@@ -11,13 +11,14 @@ pinhole camera of the camera's K (no distortion, as `Renderer`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.data.augment import procedural_background
 from pose6d_ros.core.data.render import Lighting, MeshData, uv_sphere
 from pose6d_ros.core.errors import ObjectModelError, Pose6dError
@@ -103,16 +104,7 @@ class SceneConfig:
     @classmethod
     def from_dict(cls, data, where='scene'):
         """Build from a mapping (a config file section); unknown keys are an error."""
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise Pose6dError(f'{where} must be a mapping; got {type(data).__name__}')
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise Pose6dError(f'{where} has unknown key(s) {", ".join(unknown)}; expected some '
-                              f'of {", ".join(names)}')
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(**dataclass_kwargs(cls, data, where, lists_as_tuples=True))
 
     def to_dict(self):
         """Plain values (lists for ranges), as `from_dict` reads them."""

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.nets.resnet import feature_size, ResNet
 
@@ -130,12 +131,7 @@ class CornersConfig:
     @classmethod
     def from_dict(cls, d: dict) -> CornersConfig:
         """Inverse of `to_dict`; unknown keys are an error, missing keys take the defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise Pose6dError(f'CornersConfig: unknown keys {unknown}; expected some of '
-                              f'{sorted(known)}')
-        return cls(**d)
+        return cls(**dataclass_kwargs(cls, d, 'CornersConfig'))
 
 
 def _int_pair(value, name):

@@ -18,13 +18,14 @@ description, not copied.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
 
 BN_MOMENTUM = 0.1
@@ -100,12 +101,7 @@ class HRNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> HRNetConfig:
         """Inverse of `to_dict`; unknown keys are an error rather than silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise Pose6dError(f'HRNetConfig: unknown keys {unknown}; expected some of '
-                              f'{sorted(known)}')
-        return cls(**d)
+        return cls(**dataclass_kwargs(cls, d, 'HRNetConfig'))
 
 
 def hrnet_w18() -> HRNetConfig:

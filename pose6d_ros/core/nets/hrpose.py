@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.nets.hrnet import conv_bn, get_config, HRNet, HRNetConfig
 
@@ -86,12 +87,7 @@ class HRPoseConfig:
     @classmethod
     def from_dict(cls, d: dict) -> HRPoseConfig:
         """Inverse of `to_dict` (the backbone may be a preset name or a dict)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise Pose6dError(f'HRPoseConfig: unknown keys {unknown}; expected some of '
-                              f'{sorted(known)}')
-        return cls(**d)
+        return cls(**dataclass_kwargs(cls, d, 'HRPoseConfig'))
 
 
 class HRPose(nn.Module):
