@@ -168,7 +168,7 @@ def test_config_file_then_flags_take_precedence(tmp_path):
     config = load_config(path, {'epochs': 5}).resolved()
     assert (config.method, config.lr, config.epochs) == ('corners', 0.01, 5)
     assert config.optimizer == 'sgd' and config.weight_decay == 5e-4  # corners paper defaults
-    with pytest.raises(Exception, match='unknown training config key'):
+    with pytest.raises(Exception, match='training config has unknown key.s. learning_rate'):
         load_config(None, {'learning_rate': 1})
     assert TrainConfig(method='keypoints').resolved().batch_size == 32
 
