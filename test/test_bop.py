@@ -25,7 +25,7 @@ def _object_set():
         ObjectModel('ape', 1, box, 0.07),
         ObjectModel('eggbox', 5, box * 0.5, 0.035, Symmetries(discrete=(flip,))),
         ObjectModel('glue', 6, box, 0.07, Symmetries(continuous=((np.array([0.0, 0.0, 1.0]),
-                                                                    np.zeros(3)),))),
+                                                                  np.zeros(3)),))),
     ])
 
 

@@ -425,7 +425,6 @@ def test_letterbox_round_trip_property(source_w, source_h, input_w, input_h, fra
     assert (inside <= np.array([input_w, input_h]) - 0.5 + 1e-9).all()
 
 
-
 @PROPERTY
 @given(k1=st.floats(-0.2, 0.2), k2=st.floats(-0.05, 0.05), p1=st.floats(-2e-3, 2e-3),
        p2=st.floats(-2e-3, 2e-3), k3=st.floats(-0.01, 0.01),

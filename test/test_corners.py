@@ -318,7 +318,7 @@ def test_no_nan_forward_backward_and_decode(size):
 # --- architecture and ablation switches ----------------------------------------------------
 
 @pytest.mark.parametrize('resnet_h, strides', [(True, (4, 8, 16, 32, 64)),
-                                                (False, (8, 16, 32, 64, 128))])
+                                               (False, (8, 16, 32, 64, 128))])
 def test_resnet_h_halves_every_stride(resnet_h, strides):
     model = tiny(resnet_h=resnet_h).eval()
     assert model.strides == strides == level_strides(resnet_h)
@@ -478,7 +478,7 @@ def synthetic_batch():
     for b, layout in enumerate(layouts):
         for _, (x0, y0, x1, y1), colour in layout:
             images[b, :, int(y0):int(y1) + 1, int(x0):int(x1) + 1] = torch.tensor(colour)[:, None,
-                                                                                       None]
+                                                                                          None]
         targets.append(targets_of([(c, box) for c, box, _ in layout]))
     return images, targets
 

@@ -183,7 +183,7 @@ def test_faces_are_unlike_each_other_and_their_own_rotations_and_mirror_images(t
     px_per_mm = texture.shape[1] / (demo_object.NET_S[1] - demo_object.NET_S[0])
     inset = int(round(2.0 * px_per_mm))  # the dark border is the same on every face: skip it
     small = {face.name: cv2.resize(demo_object.face_image(texture, face)[inset:-inset,
-                                                                          inset:-inset],
+                                                                         inset:-inset],
                                    (24, 24), interpolation=cv2.INTER_AREA).astype(float)
              for face in FACES}
     for name, image in small.items():

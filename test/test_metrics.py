@@ -191,7 +191,7 @@ def test_projection_2d_scales_with_the_camera(points, camera, scale):
     error = projection_2d(pose_est, pose_gt, points, camera)
     assert error > 1.0
     assert projection_2d(pose_est, pose_gt, points, scaled) == pytest.approx(scale * error,
-                                                                           rel=1e-12)
+                                                                             rel=1e-12)
 
 
 def test_projection_2d_of_a_known_shift(camera):

@@ -89,7 +89,7 @@ def _pixel_centre_silhouette(mesh, R, t, camera):
         sides = [(q - p)[0] * (centres - p)[:, 1] - (q - p)[1] * (centres - p)[:, 0]
                  for p, q in ((a, b), (b, c), (c, a))]
         inside |= np.all([s >= 0 for s in sides], axis=0) | np.all([s <= 0 for s in sides],
-                                                                    axis=0)
+                                                                   axis=0)
     return inside.reshape(camera.height, camera.width)
 
 
@@ -205,7 +205,7 @@ def test_a_foreign_folder_is_refused_without_force(inputs, tmp_path, capsys):
 
 
 def test_a_distorted_camera_gives_undistorted_images_labelled_without_d(inputs, tmp_path,
-                                                                       capsys):
+                                                                        capsys):
     distorted = CameraModel(CAMERA.K, [-0.2, 0.05, 0.0, 0.0, 0.0], 96, 72)
     (tmp_path / 'camera.yaml').write_text(yaml.safe_dump(distorted.to_dict()))
     args = _args(inputs, tmp_path / 'out', images=1)

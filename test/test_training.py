@@ -226,7 +226,7 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path)
          '--input-size', '96x72', '--backbone', 'hrnet_tiny', '--epochs', '1',
          '--batch-size', '4', '--workers', '0', '--device', 'cpu', '--quiet'],
         capture_output=True, text=True, timeout=600, env={**__import__('os').environ,
-                                                           'PYTHONPATH': sys.path[0]})
+                                                          'PYTHONPATH': sys.path[0]})
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(out / 'checkpoint.pt', weights_only=False)
     # 22 training images split over 2 processes, batch 4, last partial batch dropped.

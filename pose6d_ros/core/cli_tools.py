@@ -110,7 +110,7 @@ def _run_predict(args):
         print(f'{pose.object_name}: score {pose.score:.2f}, t = ({x:.3f}, {y:.3f}, {z:.3f}) m, '
               f'quat_xyzw = ({", ".join(f"{v:.4f}" for v in pose.quat_xyzw)})')
     print(f'{len(poses)} object(s); overlay: {args.out}' + (f'; poses: {args.json}'
-                                                           if args.json else ''))
+                                                            if args.json else ''))
     return 0
 
 

@@ -186,7 +186,7 @@ def _shape_mask(shape, x, y):
         _, cx, cy, rxo, ryo, rxi, ryi, right_half = shape
         dx, dy = x - cx, y - cy
         mask = ((dx / rxo) ** 2 + (dy / ryo) ** 2 <= 1.0) & ((dx / rxi) ** 2 + (dy / ryi) ** 2
-                                                              >= 1.0)
+                                                             >= 1.0)
         return mask & (dx >= 0) if right_half else mask
     # Even-odd crossing test of a simple polygon, vectorised over the points.
     points = shape[1]

@@ -30,7 +30,7 @@ from pose6d_ros.core.errors import Pose6dError
 METHOD_DEFAULTS = {
     # HRPose: Adam, lr 1e-4 halved every 20 of 120 epochs, batch 32.
     'keypoints': {'optimizer': 'adam', 'lr': 1e-4, 'lr_milestones': [1 / 6, 2 / 6, 3 / 6, 4 / 6,
-                                                                      5 / 6],
+                                                                     5 / 6],
                   'lr_gamma': 0.5, 'epochs': 120, 'batch_size': 32, 'weight_decay': 0.0,
                   'network': {'backbone': 'hrnet_w18_small'}},
     # Zhang et al.: SGD, momentum 0.9, weight decay 5e-4, batch 8, lr 1e-3; two stages of
@@ -254,7 +254,7 @@ def train(config, resume=False, progress=True):
             if iteration % config.log_every == 0 or iteration == 1:
                 log.write(epoch=epoch, iteration=iteration, lr=optimizer.param_groups[0]['lr'],
                           loss=loss.item(), **{k: float(v.detach()) if isinstance(v, torch.Tensor)
-                                             else float(v) for k, v in parts.items()})
+                                               else float(v) for k, v in parts.items()})
                 bar.set_postfix(loss=f'{loss.item():.4g}')
             if config.max_iterations and iteration >= config.max_iterations:
                 break

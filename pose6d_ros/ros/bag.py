@@ -288,4 +288,3 @@ def _move_into_place(built, out_bag):
             shutil.rmtree(old)
         else:
             old.unlink()
-

@@ -254,7 +254,7 @@ def _draw_shapes(rng, image, count):
                         cv2.LINE_AA)
         elif kind == 3:
             points = np.array(centre) + rng.integers(-radius, radius + 1, (int(rng.integers(3, 7)),
-                                                                          2))
+                                                                           2))
             cv2.fillPoly(image, [points.astype(np.int32)], colour, cv2.LINE_AA)
         else:
             end = (int(rng.integers(width)), int(rng.integers(height)))
@@ -408,7 +408,6 @@ def _add_noise(image, sigma, gray, seed):
 
 
 # --- validation helpers -----------------------------------------------------------------------
-
 
 
 def _number(value, name, low=None, high=None):

@@ -430,7 +430,7 @@ class Renderer:
         R = np.asarray(R, dtype=np.float64)
         t = np.asarray(t, dtype=np.float64).reshape(-1)
         if R.shape != (3, 3) or t.shape != (3,) or not (np.isfinite(R).all()
-                                                         and np.isfinite(t).all()):
+                                                        and np.isfinite(t).all()):
             raise ValueError(f'instance {index} ({key!r}): R must be a finite 3x3 rotation and '
                              f't a finite 3-vector in metres; got shapes {R.shape}, {t.shape}')
         return self._meshes[key], R, t

@@ -134,7 +134,7 @@ def _parabola_offset(left, centre, right):
     log_l, log_c, log_r = (torch.log(v.clamp_min(eps)) for v in (left, centre, right))
     denominator = log_l - 2.0 * log_c + log_r
     offset = 0.5 * (log_l - log_r) / torch.where(denominator.abs() > 1e-9, denominator,
-                                          torch.full_like(denominator, -1e9))
+                                                 torch.full_like(denominator, -1e9))
     return offset.clamp(-0.5, 0.5)
 
 
