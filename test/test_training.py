@@ -232,3 +232,23 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path)
     # 22 training images split over 2 processes, batch 4, last partial batch dropped.
     assert state['iteration'] == 2
     assert load_bundle(out / 'bundle').method == 'keypoints'
+
+
+def test_data_workers_start_afresh_every_epoch_from_a_forkserver(tiny_dataset, tmp_path):
+    """With data workers, each epoch starts new ones; they come from a forkserver.
+
+    They are not forked from the training process (whose thread pools can hold a lock: a worker
+    then hangs).
+    """
+    from pose6d_ros.core.train import _worker_start_method
+
+    assert _worker_start_method(0) is None
+    assert _worker_start_method(2) in ('forkserver', None)  # None where there is none
+    out = tmp_path / 'run'
+    status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
+                       '--out', str(out), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
+                       '--epochs', '2', '--batch-size', '11', '--workers', '1',
+                       '--device', 'cpu', '--quiet'])
+    assert status == 0
+    state = torch.load(out / 'checkpoint.pt', weights_only=False)
+    assert (state['epoch'], state['iteration']) == (2, 4)   # 22 images, batch 11, two epochs

@@ -93,7 +93,7 @@ class TrainConfig:
 
 
 def load_config(path=None, overrides=None):
-    """TrainConfig from defaults, then a YAML file, then overrides {field: value}."""
+    """A TrainConfig from defaults, then a YAML file, then overrides {field: value}."""
     values = {}
     if path is not None:
         path = Path(path)
@@ -205,6 +205,7 @@ def train(config, resume=False, progress=True):
         num_workers=config.workers, collate_fn=collate, drop_last=len(samples) > config.batch_size,
         pin_memory=device.startswith('cuda'), persistent_workers=False,
         worker_init_fn=_single_threaded_worker,
+        multiprocessing_context=_worker_start_method(config.workers),
         generator=torch.Generator().manual_seed(config.seed))
     model = (torch.nn.parallel.DistributedDataParallel(network, device_ids=[device]
                                                        if device.startswith('cuda') else None)
@@ -293,9 +294,26 @@ def train(config, resume=False, progress=True):
     return bundle_path
 
 
+def _worker_start_method(workers):
+    """'forkserver' where there is one.
+
+    New data workers start every epoch, and a worker forked from the training process, whose
+    thread pools (OpenMP, OpenCV) may hold a lock at that moment, can wait for it forever (seen
+    after a validation pass).
+    """
+    import multiprocessing
+
+    if workers > 0 and 'forkserver' in multiprocessing.get_all_start_methods():
+        return 'forkserver'
+    return None
+
+
 def _single_threaded_worker(_worker_id):
-    """Data workers use one thread each: oversubscribed cores make training several times
-    slower (spinning OpenMP threads of the workers fight the training step's)."""
+    """Data workers use one thread each.
+
+    Oversubscribed cores make training several times slower (spinning OpenMP threads of the
+    workers fight the training step's).
+    """
     import cv2
 
     torch.set_num_threads(1)
@@ -303,7 +321,7 @@ def _single_threaded_worker(_worker_id):
 
 
 def _lr_factor(config):
-    """epoch -> learning-rate factor: gamma per milestone passed within the current stage."""
+    """The map epoch -> learning-rate factor: gamma per milestone passed in the current stage."""
     stage1 = min(config.stage1_epochs, config.epochs)
     stages = [(0, stage1), (stage1, config.epochs)] if stage1 else [(0, config.epochs)]
 
