@@ -1,6 +1,6 @@
-"""The pose6d node alone, for a camera that is already running.
+r"""The pose6d node alone, for a camera that is already running.
 
-    ros2 launch pose6d_ros pose6d.launch.py model:=/path/to/bundle \\
+    ros2 launch pose6d_ros pose6d.launch.py model:=/path/to/bundle \
         image_topic:=/my_camera/image_raw camera_info_topic:=/my_camera/camera_info
 
 Outputs go to <namespace>/poses, detections, markers, debug_image (default /pose6d/...) and

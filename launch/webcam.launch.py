@@ -1,7 +1,7 @@
-"""A USB camera, the pose6d node, the camera's place on the robot, and RViz.
+r"""A USB camera, the pose6d node, the camera's place on the robot, and RViz.
 
     ros2 launch pose6d_ros webcam.launch.py                       # bundled demo model
-    ros2 launch pose6d_ros webcam.launch.py model:=/path/to/bundle \\
+    ros2 launch pose6d_ros webcam.launch.py model:=/path/to/bundle \
         camera_info_url:=file:///home/me/.ros/camera_info/webcam.yaml
 
     v4l2_camera_node (/camera)  --image_raw, camera_info-->  pose6d_node (/pose6d)

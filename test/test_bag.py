@@ -1,5 +1,8 @@
-"""The bag tool end to end without ROS: write a small bag (sqlite3 and mcap), run `run_bag` with a
-fake estimator, read the output bag back and compare with what the estimator returned."""
+"""The bag tool end to end without ROS.
+
+Write a small bag (sqlite3 and mcap), run `run_bag` with a fake estimator, read the output bag
+back and compare with what the estimator returned.
+"""
 
 import cv2
 import numpy as np
@@ -282,8 +285,10 @@ def test_cli_bag_without_an_estimator_module_is_a_clear_error(tmp_path, monkeypa
 
 
 def test_pose6d_bag_cli_with_a_tiny_trained_model(learned_bundle, tiny_dataset, tmp_path):
-    """Rendered frames with known poses -> `pose6d bag` with a trained model -> the output
-    poses are the estimator's for those frames, and near the truth."""
+    """Rendered frames with known poses -> `pose6d bag` with a trained model.
+
+    The output poses are the estimator's for those frames, and near the truth.
+    """
     from rosbags.rosbag2 import Writer
 
     from pose6d_ros.core.data.bop import BopDataset

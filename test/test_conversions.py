@@ -1,5 +1,8 @@
-"""Message building and parsing without ROS: the Humble and Jazzy definitions that rosbags ships,
-every message serialised to CDR and read back; image decoding for every encoding; bad input."""
+"""Message building and parsing without ROS.
+
+The Humble and Jazzy definitions that rosbags ships, every message serialised to CDR and read
+back; image decoding for every encoding; bad input.
+"""
 
 import cv2
 import numpy as np

@@ -1,5 +1,8 @@
-"""Corners network (Zhang et al.): codec round trips down to PnP, loss invariants, gradients,
-ablation switches, NMS against a brute-force reference, ImageNet loading, a learning smoke test."""
+"""Corners network (Zhang et al.).
+
+Codec round trips down to PnP, loss invariants, gradients, ablation switches, NMS against a
+brute-force reference, ImageNet loading, a learning smoke test.
+"""
 
 import json
 import math
@@ -49,8 +52,11 @@ DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny tensors: thread synchronisation costs more than it saves, and it explodes when
-    other processes share the cores (seconds per step instead of milliseconds)."""
+    """Tiny tensors: thread synchronisation costs more than it saves.
+
+    It also explodes when other processes share the cores (seconds per step instead of
+    milliseconds).
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

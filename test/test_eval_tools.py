@@ -1,5 +1,7 @@
-"""`pose6d eval`, `predict` and `export`, and the estimator paths they stand on: batch vs single,
-bundle round trips and refusals, the exact letterbox mapping, ONNX parity."""
+"""`pose6d eval`, `predict` and `export`, and the estimator paths they stand on.
+
+Batch vs single, bundle round trips and refusals, the exact letterbox mapping, ONNX parity.
+"""
 
 import csv
 import hashlib
@@ -62,8 +64,10 @@ def read_csv(path):
 
 
 def recompute_add(rows, dataset, objects, images):
-    """Per object: ADD(-S) of each ground-truth instance against its closest estimate in the
-    CSV (inf for a miss), straight from metrics.add_auto; the LINEMOD matching rule."""
+    """Per object: ADD(-S) of each ground-truth instance against its closest estimate in the CSV.
+
+    Inf for a miss, straight from metrics.add_auto; the LINEMOD matching rule.
+    """
     by_id = {obj.object_id: obj for obj in objects}
     errors = {obj.name: [] for obj in objects}
     for index in range(images):
@@ -91,9 +95,12 @@ def image_key(tensor):
 
 
 class KeypointMapNetwork(torch.nn.Module):
-    """A stand-in for HRPose: for each known input (by its bytes) it returns the belief maps
-    and vector fields that `keypoint_codec.encode` makes for the true keypoints; its outputs
-    for one image do not depend on the rest of the batch."""
+    """A stand-in for HRPose.
+
+    For each known input (by its bytes) it returns the belief maps and vector fields that
+    `keypoint_codec.encode` makes for the true keypoints; its outputs for one image do not
+    depend on the rest of the batch.
+    """
 
     def __init__(self, map_size):
         super().__init__()
@@ -116,8 +123,10 @@ INPUT = (96, 96)
 
 
 def map_estimator(cases):
-    """An Estimator (keypoints method, 96x96 input) on KeypointMapNetwork that knows `cases`:
-    (image, camera, pose) with the box object in view."""
+    """An Estimator (keypoints method, 96x96 input) on KeypointMapNetwork that knows `cases`.
+
+    `cases`: (image, camera, pose) with the box object in view.
+    """
     config = CodecConfig()
     map_size = (INPUT[1] // config.stride, INPUT[0] // config.stride)
     network = KeypointMapNetwork(map_size)
@@ -133,8 +142,10 @@ def map_estimator(cases):
 
 
 def distorted_case(seed, width=160, height=90):
-    """A non-square, distorted camera with an off-centre principal point, a noise image, and
-    a pose of the box well inside the view."""
+    """A non-square, distorted camera, a noise image, and a pose of the box well inside the view.
+
+    The camera has an off-centre principal point.
+    """
     rng = np.random.default_rng(seed)
     camera = CameraModel.from_intrinsics(
         0.9 * width, 0.88 * width, 0.54 * width, 0.46 * height, width, height,
@@ -199,8 +210,11 @@ def test_eval_default_folder_is_in_the_bundle(bundle_copy, tiny_dataset, capsys)
 
 
 class OracleEstimator:
-    """Ground truth plus noise: poses that pass and fail ADD, misses, and a second, wrong
-    estimate of the same object on some images (the metrics must take the closest)."""
+    """Ground truth plus noise: poses that pass and fail ADD, and misses.
+
+    Also a second, wrong estimate of the same object on some images (the metrics must take the
+    closest).
+    """
 
     def __init__(self, dataset):
         self.objects = dataset.object_set
@@ -388,9 +402,10 @@ def test_a_corrupt_bundle_is_one_line_on_the_command_line(good_bundle, tiny_data
 
 
 def test_letterbox_mapping_is_exact():
-    """A 160x90 distorted image with an off-centre principal point into a 96x96 input (scale
-    0.6, 21 rows of padding above and below): maps made from the true projections, carried
-    to network-input pixels by Letterbox.to_input, come back as the true pose.
+    """A 160x90 distorted image with an off-centre principal point into a 96x96 input.
+
+    Scale 0.6, 21 rows of padding above and below. Maps made from the true projections,
+    carried to network-input pixels by Letterbox.to_input, come back as the true pose.
 
     Tolerance: the decoder's log-parabola peak fit is exact for the codec's Gaussians, so what
     is left is float32 rounding of the maps and PnP's convergence (measured: 3e-6 px, 3e-8 m,

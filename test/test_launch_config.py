@@ -1,6 +1,9 @@
-"""The node's parameter table (parameters.py) agrees with config/pose6d.yaml, docs/ros.md, the
-launch files, the RViz config and package.xml; no ROS install needed (the launch descriptions
-are built where launch / launch_ros are importable)."""
+"""The node's parameter table (parameters.py) agrees with the files that repeat it.
+
+Those are config/pose6d.yaml, docs/ros.md, the launch files, the RViz config and package.xml.
+No ROS install needed (the launch descriptions are built where launch / launch_ros are
+importable).
+"""
 
 import ast
 from dataclasses import fields

@@ -42,8 +42,8 @@ def test_ament_pep257():
 
     # House style on top of ament's: the summary starts on the first line (D212 rather than
     # D213) and may describe rather than command ("The folder of ...", not D401's mood).
-    assert main(argv=['--add-ignore', 'D213', 'D401', str(ROOT / 'pose6d_ros'),
-                      str(ROOT / 'launch')]) == 0
+    assert main(argv=[str(ROOT / 'pose6d_ros'), str(ROOT / 'launch'),
+                      '--add-ignore', 'D213', 'D401']) == 0
 
 
 @pytest.mark.skipif(not _has('ament_xmllint'), reason='ament_xmllint is not installed (no ROS 2)')

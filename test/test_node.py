@@ -1,5 +1,7 @@
-"""The rclpy node where ROS 2 is installed (skipped, with the reason, where it is not), and the
-guarantee that the bag tool, the pipeline and the conversions never import rclpy."""
+"""The rclpy node where ROS 2 is installed (skipped, with the reason, where it is not).
+
+Also the guarantee that the bag tool, the pipeline and the conversions never import rclpy.
+"""
 
 import importlib.util
 from pathlib import Path

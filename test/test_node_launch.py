@@ -1,6 +1,8 @@
-"""launch/pose6d.launch.py for real: `pose6d_node` started by the launch file with a model
-bundle takes image + camera_info on the remapped camera topics and publishes, under the launch
-namespace, a PoseArray stamped with the image header and /diagnostics.
+"""launch/pose6d.launch.py for real.
+
+`pose6d_node` started by the launch file with a model bundle takes image + camera_info on the
+remapped camera topics and publishes, under the launch namespace, a PoseArray stamped with the
+image header and /diagnostics.
 
 A launch_testing test: where ROS 2 is installed and sourced, pytest runs it through
 launch_testing's plugin (or `launch_test test/test_node_launch.py`); elsewhere it is skipped
@@ -46,8 +48,11 @@ K = [80.0, 0.0, 47.5, 0.0, 80.0, 35.5, 0.0, 0.0, 1.0]
 
 
 def ament_prefix(folder):
-    """An install prefix in which ament finds pose6d_ros: this tree's launch/ and config/, and a
-    lib/pose6d_ros/pose6d_node that runs the node with this Python."""
+    """An install prefix in which ament finds pose6d_ros.
+
+    It holds this tree's launch/ and config/, and a lib/pose6d_ros/pose6d_node that runs the
+    node with this Python.
+    """
     share = folder / 'share' / 'pose6d_ros'
     share.mkdir(parents=True)
     for name in ('launch', 'config', 'package.xml'):

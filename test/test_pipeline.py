@@ -1,5 +1,8 @@
-"""The per-frame pipeline without ROS: every bad input gives its message and no output, the next
-good frame works; score / reprojection / object filters; target frame; lazy debug overlay."""
+"""The per-frame pipeline without ROS.
+
+Every bad input gives its message and no output, the next good frame works; score /
+reprojection / object filters; target frame; lazy debug overlay.
+"""
 
 import numpy as np
 import pytest

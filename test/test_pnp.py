@@ -150,7 +150,7 @@ def test_pose_behind_the_camera_is_rejected(camera, monkeypatch):
 
 
 def test_a_millimetre_object_solves_instead_of_crashing():
-    """OpenCV's SQPnP asserts on a tiny point spread; the solver falls back to EPnP."""
+    """In OpenCV, SQPnP asserts on a tiny point spread; the solver falls back to EPnP."""
     camera = CameraModel.from_intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
     points = np.random.default_rng(0).normal(size=(9, 3)) * 1e-3  # a 1 mm object
     pose = Pose(np.eye(3), [0.0, 0.0, 0.05])

@@ -13,8 +13,10 @@ from pose6d_ros.core.errors import Pose6dError
 
 
 def check_keys(data, known, where):
-    """`data` as a dict (None: empty); Pose6dError if it is not a mapping or has a key outside
-    `known`."""
+    """`data` as a dict (None: empty).
+
+    Pose6dError if it is not a mapping or has a key outside `known`.
+    """
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -27,8 +29,10 @@ def check_keys(data, known, where):
 
 
 def dataclass_kwargs(cls, data, where, lists_as_tuples=False):
-    """Keyword arguments for dataclass `cls` from the mapping `data` (checked as check_keys);
-    lists_as_tuples turns YAML lists into the tuples the dataclass holds."""
+    """Keyword arguments for dataclass `cls` from the mapping `data` (checked as check_keys).
+
+    lists_as_tuples turns YAML lists into the tuples the dataclass holds.
+    """
     values = check_keys(data, [f.name for f in fields(cls)], where)
     if lists_as_tuples:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}

@@ -114,8 +114,10 @@ class Estimator:
 
     @torch.inference_mode()
     def warm_up(self, runs=2):
-        """Run the network on blank inputs: compiles it (torch.compile) and fills caches, so
-        that the first real frame is not the slow one."""
+        """Run the network on blank inputs, so that the first real frame is not the slow one.
+
+        This compiles the network (torch.compile) and fills caches.
+        """
         width, height = self.input_size
         tensor = torch.zeros(1, 3, height, width, device=self.device)
         if self.config.optimize:

@@ -51,7 +51,7 @@ class KeypointsMethod:
         return {'belief': torch.from_numpy(belief), 'vectors': torch.from_numpy(vectors)}
 
     def loss(self, outputs, targets, stage=2):
-        """Task loss (MSE on maps and fields, see hrpose_loss) -> (total, {name: value})."""
+        """Task loss: MSE on maps and fields (see hrpose_loss) -> (total, {name: value})."""
         from pose6d_ros.core.nets.hrpose_loss import split_keypoint_loss
 
         belief, vectors = split_keypoint_loss(outputs, targets, self.peak_weight)

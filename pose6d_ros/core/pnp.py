@@ -191,8 +191,11 @@ def _residual_and_jacobian(points_3d, xy, R, t, sqrt_w):
 
 
 def _direct(points_3d, xy):
-    """Globally optimal SQPnP; EPnP where SQPnP refuses (its point-spread check is absolute,
-    so it asserts on objects of a few millimetres, or on near-degenerate inlier subsets)."""
+    """Globally optimal SQPnP; EPnP where SQPnP refuses.
+
+    SQPnP's point-spread check is absolute, so it asserts on objects of a few millimetres, or
+    on near-degenerate inlier subsets.
+    """
     for flag in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_EPNP):
         try:
             ok, rvec, tvec = cv2.solvePnP(points_3d, xy, _EYE, None, flags=flag)

@@ -213,8 +213,11 @@ def _base_value(type_name, value):
 
 
 def _rclpy_value(value, kind=''):
-    """Values as rclpy's field setters accept them: no numpy scalars, uint8[] data as
-    array('B') (the fast path of the setter), a `byte` field's constant left as bytes."""
+    """Values as rclpy's field setters accept them.
+
+    No numpy scalars, uint8[] data as array('B') (the fast path of the setter), a `byte` field's
+    constant left as bytes.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         if kind in ('byte', 'octet'):
             return bytes(value)
@@ -444,7 +447,7 @@ def diagnostics(types, header, name, hardware_id, rate_hz, latency_s, level='OK'
 
 
 def camera_from_info(msg):
-    """CameraModel from a sensor_msgs/CameraInfo; CameraError names the bad value."""
+    """A CameraModel from a sensor_msgs/CameraInfo; CameraError names the bad value."""
     p = np.asarray(msg.p, dtype=np.float64)
     if not np.isfinite(p).all():
         raise CameraError('camera_info P contains NaN or infinite values; expected finite '

@@ -89,8 +89,11 @@ def filter_poses(poses, config):
 
 
 def transform_object_pose(obj, T_target_cam):
-    """The ObjectPose with its pose expressed in another frame: T_target_obj = T_target_cam @
-    T_cam_obj (pixels are untouched: they stay camera-image pixels)."""
+    """The ObjectPose with its pose expressed in another frame.
+
+    T_target_obj = T_target_cam @ T_cam_obj (pixels are untouched: they stay camera-image
+    pixels).
+    """
     T_target_obj = T_target_cam @ obj.pose
     return replace(obj, R=T_target_obj.R, t=T_target_obj.t)
 
@@ -138,7 +141,7 @@ class FrameResult:
             mesh_resources=self.mesh_resources if config.mesh_markers else None)
 
     def transforms(self):
-        """TransformStamped T_cam_obj per instance: parent = the camera frame, always."""
+        """A TransformStamped T_cam_obj per instance: parent = the camera frame, always."""
         return conversions.transforms(self.types, self.camera_poses, self.camera_header,
                                       self.config.frame_prefix)
 
@@ -157,8 +160,11 @@ class FrameResult:
                                         encoding)
 
     def transformed(self, T_target_cam, target_frame, label_up=(0.0, 0.0, 1.0)):
-        """This result with poses, detections and markers in `target_frame` (TF and the debug
-        image stay in the camera frame). T_target_cam: a Pose, camera frame -> target frame."""
+        """This result with poses, detections and markers in `target_frame`.
+
+        TF and the debug image stay in the camera frame. T_target_cam: a Pose, camera frame ->
+        target frame.
+        """
         if not isinstance(T_target_cam, Pose):
             T_target_cam = Pose(*T_target_cam)
         return replace(self, poses=[transform_object_pose(o, T_target_cam)
@@ -189,7 +195,7 @@ class FramePipeline:
         return self.config
 
     def camera(self, info_msg):
-        """CameraModel of a camera_info message (the last one is cached); FrameError if bad."""
+        """The CameraModel of a camera_info message (the last one is cached); FrameError if bad."""
         key = _camera_key(info_msg)
         if key != self._camera_key:
             try:
@@ -230,8 +236,10 @@ class FramePipeline:
 
 
 def load_estimator(bundle, device='auto', compile_network=False):
-    """Estimator.from_bundle(bundle, device) ('auto': CUDA when present); Pose6dError if the
-    estimator cannot be imported, and whatever from_bundle raises for a bad bundle or device.
+    """Estimator.from_bundle(bundle, device) ('auto': CUDA when present).
+
+    Pose6dError if the estimator cannot be imported, and whatever from_bundle raises for a bad
+    bundle or device.
 
     compile_network: torch.compile the network (CUDA graphs on a GPU; the input size is the
     bundle's, whatever the camera), compiled here by a warm-up rather than on the first frame.

@@ -274,7 +274,7 @@ class RenderResult:
     full_pixel_counts: np.ndarray | None  # (num_instances,) pixels of each instance alone
 
     def mask(self, index):
-        """Visible mask (H, W) bool of instance `index`."""
+        """Visible mask of instance `index`: (H, W) bool."""
         return self.instance_ids == index
 
 
@@ -509,7 +509,7 @@ class _GpuMesh:
 
 
 def projection_matrix(K, width, height, near, far):
-    """OpenGL projection (4x4) of camera-frame points (x right, y down, z forward) for K.
+    """The OpenGL projection (4x4) of camera-frame points (x right, y down, z forward) for K.
 
     Clip w = z. A point projecting to OpenCV pixel (u, v) reaches window coordinates
     (u + 0.5, v + 0.5): pixel centres sit at half-integers in OpenGL. Image row v maps to

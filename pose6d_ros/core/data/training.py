@@ -73,7 +73,7 @@ def random_similarity(rng, width, height, config):
 
 
 def compose(outer, inner):
-    """outer o inner for 2x3 affine maps."""
+    """Composition outer o inner of 2x3 affine maps."""
     return outer[:, :2] @ inner + np.concatenate([np.zeros((2, 2)), outer[:, 2:]], axis=1)
 
 

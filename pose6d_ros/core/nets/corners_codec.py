@@ -128,7 +128,7 @@ def _network_config(config, outputs=None):
 # --- boxes ---------------------------------------------------------------------------------
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU (N, M) of boxes a (N, 4) and b (M, 4); 0 where both are empty."""
+    """The IoU (N, M) of boxes a (N, 4) and b (M, 4); 0 where both are empty."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     top_left = torch.maximum(a[:, None, :2], b[None, :, :2])        # (N, M, 2)

@@ -224,8 +224,10 @@ class HighResolutionModule(nn.Module):
 
 
 class Transition(nn.Module):
-    """Between stages: 3x3 conv-BN-ReLU where a branch changes width, plus one new branch made
-    by a stride-2 3x3 conv from the lowest-resolution branch."""
+    """Between stages: 3x3 conv-BN-ReLU where a branch changes width, plus one new branch.
+
+    The new branch is made by a stride-2 3x3 conv from the lowest-resolution branch.
+    """
 
     def __init__(self, widths_in: tuple[int, ...], widths_out: tuple[int, ...]):
         super().__init__()

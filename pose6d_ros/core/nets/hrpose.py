@@ -1,6 +1,8 @@
-"""HRPose (Guan et al., "HRPose: Real-Time High-Resolution 6D Pose Estimation Network Using
-Knowledge Distillation"): an HRNetV2 backbone and a regressor of three convs that predicts, per
-object class, 9 belief maps and 8 corner-to-centroid vector fields at 1/4 input resolution.
+"""HRPose (Guan et al.): an HRNetV2 backbone and a regressor of three convs.
+
+The paper is "HRPose: Real-Time High-Resolution 6D Pose Estimation Network Using Knowledge
+Distillation". The regressor predicts, per object class, 9 belief maps and 8 corner-to-centroid
+vector fields at 1/4 input resolution.
 
 Output layout (class-major, C classes, K = 9 keypoints: 8 box corners then the centroid):
 
@@ -78,8 +80,11 @@ class HRPoseConfig:
         return get_config(self.backbone)
 
     def to_dict(self) -> dict:
-        """Plain types only; the backbone is stored resolved so a checkpoint never depends on
-        what a preset name means in a later version."""
+        """Plain types only.
+
+        The backbone is stored resolved so a checkpoint never depends on what a preset name
+        means in a later version.
+        """
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out['backbone'] = self.backbone_config().to_dict()
         return out
@@ -152,8 +157,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def count_flops(model: nn.Module, height: int, width: int) -> int:
-    """FLOPs of one forward pass on a 1 x 3 x height x width input (torch's counter: 2 per MAC,
-    convolutions and matmuls only). A model on the meta device is counted without computing."""
+    """The FLOPs of one forward pass on a 1 x 3 x height x width input.
+
+    Torch's counter: 2 per MAC, convolutions and matmuls only. A model on the meta device is
+    counted without computing.
+    """
     device = next(model.parameters()).device
     x = torch.zeros(1, 3, height, width, device=device)
     was_training = model.training
