@@ -63,6 +63,7 @@ setup(
         'console_scripts': [
             'pose6d = pose6d_ros.core.cli:main',
             'pose6d_node = pose6d_ros.ros.node:main',
+            'pose6d_lifecycle_node = pose6d_ros.ros.node:lifecycle_main',
         ],
     },
 )

@@ -122,7 +122,7 @@ def exchange(executor, publish, condition, timeout=15.0, period=0.2):
 class Harness:
     """The node with a fake estimator and a peer node that feeds it and listens."""
 
-    def __init__(self, rclpy):
+    def __init__(self, rclpy, lifecycle=False):
         from geometry_msgs.msg import PoseArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
@@ -132,10 +132,10 @@ class Harness:
         from visualization_msgs.msg import MarkerArray
 
         from pose6d_ros.ros.conversions import RclpyTypes
-        from pose6d_ros.ros.node import Pose6dNode
+        from pose6d_ros.ros.node import Pose6dLifecycleNode, Pose6dNode
 
         self.types = RclpyTypes()
-        self.node = Pose6dNode(estimator=FakeEstimator())
+        self.node = (Pose6dLifecycleNode if lifecycle else Pose6dNode)(estimator=FakeEstimator())
         self.peer = rclpy.create_node('pose6d_test_peer')
         self.received = {name: [] for name in ('poses', 'detections', 'markers', 'tf')}
         for msg_type, topic, key in ((PoseArray, 'poses', 'poses'),
@@ -260,3 +260,33 @@ def test_rclpy_message_classes_build_the_same_messages(ros):
     info = types.new('sensor_msgs/msg/CameraInfo', header=header, width=WIDTH, height=HEIGHT,
                      distortion_model='plumb_bob', d=[0.0] * 5, k=K)
     assert conversions.camera_from_info(info).fx == 60.0
+
+
+@needs_ros
+def test_lifecycle_node_works_only_while_active_and_frees_the_model_on_cleanup(ros):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    SUCCESS = TransitionCallbackReturn.SUCCESS
+    harness = Harness(ros, lifecycle=True)
+    node, poses = harness.node, harness.received['poses']
+    try:
+        def quiet_for(seconds):
+            poses.clear()
+            exchange(harness.executor, harness.publish_frame, lambda: False, timeout=seconds)
+            return not poses
+
+        assert node.pipeline is None and quiet_for(1.0)            # unconfigured: no model
+        assert node.trigger_configure() == SUCCESS
+        assert node.pipeline is not None and quiet_for(1.0)        # inactive: not subscribed
+        assert node.trigger_activate() == SUCCESS
+        assert exchange(harness.executor, harness.publish_frame, lambda: bool(poses))
+        assert poses[-1].poses[0].position.z == pytest.approx(0.5)
+        assert node.trigger_deactivate() == SUCCESS
+        assert quiet_for(1.0)
+        assert node.trigger_activate() == SUCCESS   # and back again
+        assert exchange(harness.executor, harness.publish_frame, lambda: bool(poses))
+        node.trigger_deactivate()
+        assert node.trigger_cleanup() == SUCCESS
+        assert node.pipeline is None
+    finally:
+        harness.close()

@@ -36,6 +36,8 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -108,15 +110,34 @@ def parse_objects(text):
     return tuple(name.strip() for name in str(text).split(',') if name.strip())
 
 
-class Pose6dNode(Node):
-    """Image + camera_info in; poses, detections, markers, TF, debug image, diagnostics out.
+class Pose6dPhases:
+    """What the pose6d node does, in the phases of a managed (lifecycle) node.
 
-    `estimator` may be given (tests); otherwise it is loaded from the `model` parameter.
+    configure: load the estimator, create the publishers and tf2; activate: subscribe and
+    start the worker; deactivate: unsubscribe and stop it; cleanup: drop the publishers and
+    the estimator (freeing the GPU). `Pose6dNode` runs configure + activate at once;
+    `Pose6dLifecycleNode` leaves them to a lifecycle manager.
     """
 
-    def __init__(self, estimator=None, **kwargs):
-        super().__init__('pose6d_node', **kwargs)
+    def _setup(self):
+        """Per-node state that lives through every phase; parameters are declared here."""
         self._declare_parameters()
+        self.types = conversions.RclpyTypes()
+        self.pipeline = None
+        self._outputs = {}
+        self._slot = None
+        self._slot_ready = threading.Condition()
+        self._stopping = False
+        self._worker = None
+        self._stats_lock = threading.Lock()
+        self._stats = _Stats()
+        self._last_warning = {}
+        self._subscriptions_made = ()
+        self._diagnostics_timer = None
+        self.add_on_set_parameters_callback(self._parameters_callback)
+
+    def _configure(self, estimator=None):
+        """Load the estimator (unless given), build the pipeline, publishers and tf2."""
         if estimator is None:
             model = self._param('model')
             if not model:
@@ -127,12 +148,10 @@ class Pose6dNode(Node):
                 self.get_logger().info('compiling the network (torch.compile) before '
                                        'subscribing; this takes about a minute')
             estimator = load_estimator(model, self._param('device'), self._param('compile'))
-        self.types = conversions.RclpyTypes()
         self.pipeline = FramePipeline(estimator, self._pipeline_config(), self.types)
         names = ', '.join(self.pipeline.object_names or []) or '?'
         self.get_logger().info(f'pose estimation on {getattr(estimator, "device", "?")} '
                                f'(objects: {names})')
-
         self._outputs = {
             'poses': self.create_publisher(PoseArray, 'poses', 10),
             'detections': self.create_publisher(Detection3DArray, 'detections', 10),
@@ -144,18 +163,48 @@ class Pose6dNode(Node):
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
-        self._slot = None
-        self._slot_ready = threading.Condition()
-        self._stopping = False
-        self._stats_lock = threading.Lock()
+    def _activate(self):
+        """Subscribe to the camera and start the worker and the diagnostics timer."""
+        with self._slot_ready:
+            self._stopping = False
+            self._slot = None
         self._stats = _Stats()
-        self._last_warning = {}
-        self._subscribe()
-        self.add_on_set_parameters_callback(self._parameters_callback)
-        self._diagnostics_timer = self.create_timer(self._param('diagnostics_period'),
-                                                    self._diagnostics_callback)
         self._worker = threading.Thread(target=self._work, name='pose6d_worker', daemon=True)
         self._worker.start()
+        self._subscribe()
+        self._diagnostics_timer = self.create_timer(self._param('diagnostics_period'),
+                                                    self._diagnostics_callback)
+
+    def _deactivate(self):
+        """Unsubscribe and stop the worker (after the frame it is on); publishers stay."""
+        for subscriber in self._subscriptions_made:
+            self.destroy_subscription(subscriber.sub)
+        self._subscriptions_made = ()
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        with self._slot_ready:
+            self._stopping = True
+            self._slot = None
+            self._slot_ready.notify_all()
+        if (self._worker is not None and self._worker.is_alive()
+                and self._worker is not threading.current_thread()):
+            self._worker.join(timeout=5.0)
+        self._worker = None
+
+    def _cleanup(self):
+        """Destroy the publishers and tf2 objects and drop the estimator (frees the GPU)."""
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        self._tf_listener.unregister()
+        self._tf_broadcaster = self._tf_buffer = self._tf_listener = None
+        device = str(getattr(self.pipeline.estimator, 'device', ''))
+        self.pipeline = None
+        if device.startswith('cuda'):
+            import torch
+
+            torch.cuda.empty_cache()
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -191,7 +240,7 @@ class Pose6dNode(Node):
                 return SetParametersResult(successful=False, reason=reason)
         config_changes = {RUNTIME_PARAMETERS[name]: value for name, value in changes.items()
                           if RUNTIME_PARAMETERS.get(name)}
-        if config_changes:
+        if config_changes and self.pipeline is not None:
             try:
                 config = self._pipeline_config(config_changes).validated(
                     self.pipeline.object_names)
@@ -218,6 +267,7 @@ class Pose6dNode(Node):
             [self._image_sub, self._info_sub], self._param('sync_queue_size'),
             self._param('sync_slop'))
         self._sync.registerCallback(self._frame_callback)
+        self._subscriptions_made = (self._image_sub, self._info_sub)
         self.get_logger().info(
             f'subscribed to {self._image_sub.sub.topic_name} and '
             f'{self._info_sub.sub.topic_name} ({self._param("qos_reliability")}, depth '
@@ -326,12 +376,66 @@ class Pose6dNode(Node):
                     'inference (ms)': f'{stats.mean("inference") * 1e3:.1f}',
                     'dropped frames': stats.dropped, 'bad frames': stats.bad}))
 
+
+class Pose6dNode(Pose6dPhases, Node):
+    """Image + camera_info in; poses, detections, markers, TF, debug image, diagnostics out.
+
+    Configured and active from the start. `estimator` may be given (tests); otherwise it is
+    loaded from the `model` parameter.
+    """
+
+    def __init__(self, estimator=None, **kwargs):
+        super().__init__('pose6d_node', **kwargs)
+        self._setup()
+        self._configure(estimator)
+        self._activate()
+
     def destroy_node(self):
-        with self._slot_ready:
-            self._stopping = True
-            self._slot_ready.notify_all()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout=5.0)
+        self._deactivate()
+        return super().destroy_node()
+
+
+class Pose6dLifecycleNode(Pose6dPhases, LifecycleNode):
+    """The pose6d node as a managed node: nothing is loaded until configure.
+
+    configure loads the model and creates the publishers, activate subscribes to the camera,
+    deactivate stops processing, cleanup frees the model (and the GPU memory it held).
+    `estimator` may be given (tests); it is then used at configure instead of the model.
+    """
+
+    def __init__(self, estimator=None, **kwargs):
+        super().__init__('pose6d_node', **kwargs)
+        self._setup()
+        self._given_estimator = estimator
+
+    def on_configure(self, state):
+        try:
+            self._configure(self._given_estimator)
+        except Pose6dError as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        self._activate()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        self._deactivate()
+        if self.pipeline is not None:
+            self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self):
+        self._deactivate()
         return super().destroy_node()
 
 
@@ -354,12 +458,12 @@ class _Stats:
         return self.sums[key] / self.frames if self.frames else 0.0
 
 
-def main(args=None):
+def main(args=None, node_class=None):
     """Entry point of `ros2 run pose6d_ros pose6d_node`; returns the exit status."""
     rclpy.init(args=args)
     node = None
     try:
-        node = Pose6dNode()
+        node = (node_class or Pose6dNode)()
         rclpy.spin(node)
     except Pose6dError as exc:
         rclpy.logging.get_logger('pose6d_node').fatal(str(exc))
@@ -371,6 +475,11 @@ def main(args=None):
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def lifecycle_main(args=None):
+    """Entry point of `ros2 run pose6d_ros pose6d_lifecycle_node` (a managed node)."""
+    return main(args, Pose6dLifecycleNode)
 
 
 if __name__ == '__main__':
