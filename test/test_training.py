@@ -1,6 +1,7 @@
 """The shared training loop: learning works, checkpoints resume, bundles load, distillation."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,18 @@ def test_data_workers_start_afresh_every_epoch_from_a_forkserver(tiny_dataset, t
     assert status == 0
     state = torch.load(out / 'checkpoint.pt', weights_only=False)
     assert (state['epoch'], state['iteration']) == (2, 4)   # 22 images, batch 11, two epochs
+
+
+def test_config_can_ask_for_a_self_contained_half_precision_bundle(tiny_dataset, tmp_path):
+    config = tmp_path / 'train.yaml'
+    config.write_text('half_precision_bundle: true\nbundle_meshes: true\n')
+    out = tmp_path / 'run'
+    status = cli.main(['train', '--method', 'keypoints', '--config', str(config),
+                       '--data', str(tiny_dataset), '--out', str(out), '--input-size', '96x72',
+                       '--backbone', 'hrnet_tiny', '--epochs', '1', '--batch-size', '4',
+                       '--max-iterations', '1', '--workers', '0', '--device', 'cpu', '--quiet'])
+    assert status == 0
+    bundle = load_bundle(out / 'bundle')
+    assert bundle.card['weights_dtype'] == 'float16'
+    mesh = bundle.objects[0].mesh_path
+    assert mesh is not None and Path(mesh).is_file() and (out / 'bundle') in Path(mesh).parents

@@ -75,6 +75,7 @@ class TrainConfig:
     teacher: str | None = None       # keypoints: a teacher bundle to distil from
     distillation: dict = field(default_factory=dict)  # alpha/beta weights (see hrpose_loss)
     half_precision_bundle: bool = False  # store the final weights as float16
+    bundle_meshes: bool = False      # copy the objects' meshes into the bundle (self-contained)
 
     def resolved(self):
         """A copy with the method's paper defaults filled in where fields are None."""
@@ -287,7 +288,8 @@ def train(config, resume=False, progress=True):
                     normalisation=normalisation, metrics=last_metrics,
                     training=_training_summary(config, len(train_view), iteration, started,
                                                device),
-                    half_precision=config.half_precision_bundle, force=True)
+                    half_precision=config.half_precision_bundle,
+                    copy_meshes=config.bundle_meshes, force=True)
     if distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
