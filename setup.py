@@ -50,6 +50,7 @@ setup(
             'ruff>=0.4',
             'onnx>=1.14',
             'onnxruntime>=1.16',
+            'rosbags-image>=0.9',      # a cross-check of the image conversions
         ],
         'export': ['onnx>=1.14', 'onnxruntime>=1.16'],
     },
