@@ -8,23 +8,21 @@ import math
 
 def positive_int(text):
     """'3' -> 3; refuses 0, negatives and non-integers."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer; got {text!r}') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'expected a positive integer; got {value}')
-    return value
+    return _int_at_least(text, 1, 'a positive integer')
 
 
 def non_negative_int(text):
     """'0' -> 0; refuses negatives and non-integers."""
+    return _int_at_least(text, 0, 'an integer >= 0')
+
+
+def _int_at_least(text, minimum, expected):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0; got {text!r}') from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0; got {value}')
+        raise argparse.ArgumentTypeError(f'expected {expected}; got {text!r}') from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f'expected {expected}; got {value}')
     return value
 
 

@@ -344,7 +344,7 @@ def _loss(method, outputs, targets, stage, teacher, images, config):
         teacher_outputs = teacher(images)
     return distillation_loss(outputs, teacher_outputs, targets,
                              DistillationWeights(**config.distillation),
-                             peak_weight=float(config.loss.get('peak_weight', 0.0)))
+                             peak_weight=method.peak_weight)
 
 
 def _load_teacher(config, objects, device):

@@ -206,6 +206,11 @@ class Pose6dPhases:
 
             torch.cuda.empty_cache()
 
+    def destroy_node(self):
+        """Stop processing first, then let rclpy destroy the node."""
+        self._deactivate()
+        return super().destroy_node()
+
     # --- parameters ---------------------------------------------------------------------------
 
     def _param(self, name):
@@ -390,10 +395,6 @@ class Pose6dNode(Pose6dPhases, Node):
         self._configure(estimator)
         self._activate()
 
-    def destroy_node(self):
-        self._deactivate()
-        return super().destroy_node()
-
 
 class Pose6dLifecycleNode(Pose6dPhases, LifecycleNode):
     """The pose6d node as a managed node: nothing is loaded until configure.
@@ -433,10 +434,6 @@ class Pose6dLifecycleNode(Pose6dPhases, LifecycleNode):
         if self.pipeline is not None:
             self._cleanup()
         return TransitionCallbackReturn.SUCCESS
-
-    def destroy_node(self):
-        self._deactivate()
-        return super().destroy_node()
 
 
 class _Stats:
