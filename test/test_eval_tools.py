@@ -314,6 +314,29 @@ def test_batch_and_single_image_paths_agree(tiny_bundle, dataset):
         assert np.abs(poses[0].t - pose.t).max() < 1e-5
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ('g++', 'c++', 'clang++')),
+                    reason='torch.compile on the CPU needs a C++ compiler (g++ or clang++)')
+def test_compiled_network_gives_the_same_results(learned_bundle, dataset):
+    """compile=True (inductor, weights frozen in on the CPU) changes speed, not results."""
+    path, _ = learned_bundle
+    eager = Estimator.from_bundle(path, device='cpu')
+    compiled = Estimator.from_bundle(path, device='cpu', config=EstimatorConfig(compile=True))
+    compiled.warm_up()
+    samples = [dataset[i] for i in range(3)]
+    for sample in samples:
+        image, camera = sample.load_image(), sample.camera
+        tensor = eager.preprocess([image], [camera.letterbox(*eager.input_size)])
+        expected, got = eager.forward(tensor), compiled.forward(tensor)
+        for name in ('belief', 'vectors'):
+            assert torch.allclose(expected[name], got[name], atol=1e-3, rtol=0), name
+        found, found_compiled = eager(image, camera), compiled(image, camera)
+        assert [p.object_name for p in found] == [p.object_name for p in found_compiled]
+        for a, b in zip(found, found_compiled):
+            assert np.abs(a.t - b.t).max() < 1e-3
+            assert np.abs(a.keypoints - b.keypoints).max() < 0.05
+    assert sum(len(eager(s.load_image(), s.camera)) for s in samples) > 0   # not vacuous
+
+
 @pytest.mark.parametrize('method, network_config, input_size', [
     ('keypoints', {'backbone': 'hrnet_tiny'}, (96, 72)),
     ('corners', {'depth': 18, 'backbone_width': 16, 'fpn_channels': 32,

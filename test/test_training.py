@@ -268,3 +268,64 @@ def test_config_can_ask_for_a_self_contained_half_precision_bundle(tiny_dataset,
     assert bundle.card['weights_dtype'] == 'float16'
     mesh = bundle.objects[0].mesh_path
     assert mesh is not None and Path(mesh).is_file() and (out / 'bundle') in Path(mesh).parents
+
+
+def test_training_crop_is_a_window_of_the_input_around_an_object(tiny_dataset):
+    dataset = BopDataset(tiny_dataset)
+    method = get_method('keypoints', len(dataset.object_set), {'backbone': 'hrnet_tiny'})
+    full = PoseSamples(dataset, dataset.object_set, INPUT, method.targets,
+                       IMAGENET_NORMALISATION, augment=None)
+    cropped = PoseSamples(dataset, dataset.object_set, INPUT, method.targets,
+                          IMAGENET_NORMALISATION, augment=None, crop=(48, 40))
+    for index in range(4):
+        image, instances = full.load(index)
+        window, window_instances = cropped.load(index)
+        assert window.shape == (40, 48, 3)
+        offset = instances[0].keypoints - window_instances[0].keypoints
+        assert np.allclose(offset, offset[0], atol=1e-9)   # one shift for every keypoint
+        assert (offset[0] >= 0).all() and (offset[0] <= (96 - 48, 72 - 40)).all()
+        x, y = offset[0].astype(int)
+        assert np.allclose(offset[0], (x, y), atol=1e-9)   # a whole-pixel cut-out
+        assert np.abs(window.astype(int) - image[y:y + 40, x:x + 48]).max() <= 1
+        centre = window_instances[0].keypoints[8]
+        assert (centre >= 0).all() and (centre < (48, 40)).all()
+    _, targets = cropped[0]
+    assert targets['belief'].shape[-2:] == (10, 12)   # the crop at the codec's stride 4
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_bundle, tiny_dataset, tmp_path):
+    from pose6d_ros.core.errors import Pose6dError
+    from pose6d_ros.core.train import _load_initial_weights
+
+    bundle = load_bundle(tiny_bundle)
+    method = get_method('keypoints', len(bundle.objects), bundle.card['network'])
+    network = method.build_network()
+    _load_initial_weights(network, tiny_bundle)
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in bundle.state_dict.items())
+    other = get_method('keypoints', 1, {'backbone': 'hrnet_w18_small'}).build_network()
+    with pytest.raises(Pose6dError, match='do not fit the configured network'):
+        _load_initial_weights(other, tiny_bundle)
+    with pytest.raises(Pose6dError, match='expected a model bundle folder or a training chec'):
+        _load_initial_weights(network, tmp_path / 'missing.pt')
+
+    out = tmp_path / 'run'
+    status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
+                       '--out', str(out), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
+                       '--train-crop', '64x48', '--init-weights', str(tiny_bundle),
+                       '--epochs', '1', '--batch-size', '4', '--max-iterations', '2',
+                       '--workers', '0', '--device', 'cpu', '--quiet'])
+    assert status == 0
+    config = yaml.safe_load((out / 'config.yaml').read_text())
+    assert config['train_crop'] == [64, 48] and config['init_weights'] == str(tiny_bundle)
+    assert load_bundle(out / 'bundle').input_size == (96, 72)   # evaluated on the whole input
+
+
+@pytest.mark.parametrize('values, message', [
+    ({'input_size': '96x72', 'train_crop': '128x64'}, 'must fit in the input size'),
+    ({'method': 'corners', 'train_crop': '64x64'}, 'train_crop is for the keypoints method'),
+])
+def test_a_training_crop_is_checked(values, message):
+    from pose6d_ros.core.errors import Pose6dError
+
+    with pytest.raises(Pose6dError, match=message):
+        load_config(None, values)

@@ -35,6 +35,11 @@ def _common(parser):
     parser.add_argument('--out', metavar='RUN_DIR', help='run directory')
     parser.add_argument('--config', metavar='YAML', help='training config file')
     parser.add_argument('--input-size', metavar='WxH', help='network input, e.g. 448x448')
+    parser.add_argument('--train-crop', metavar='WxH',
+                        help='keypoints: train on windows of this size around an object '
+                             '(cheaper per image; evaluation uses the whole input)')
+    parser.add_argument('--init-weights', metavar='PATH',
+                        help='start from the weights of a bundle or a checkpoint.pt (fine-tune)')
     parser.add_argument('--epochs', type=_positive_int)
     parser.add_argument('--batch-size', type=_positive_int)
     parser.add_argument('--lr', type=float)
@@ -53,6 +58,7 @@ def _run_train(args):
     overrides = {
         'method': args.method, 'data': args.data, 'val_data': args.val_data,
         'objects': args.objects, 'out': args.out, 'input_size': args.input_size,
+        'train_crop': args.train_crop, 'init_weights': args.init_weights,
         'epochs': args.epochs, 'batch_size': args.batch_size, 'lr': args.lr,
         'workers': args.workers, 'device': args.device, 'seed': args.seed,
         'max_iterations': args.max_iterations,

@@ -190,8 +190,10 @@ class Estimator:
             network = network.to(memory_format=torch.channels_last)
         network = network.to(self.device)
         if self.config.compile:
-            mode = 'reduce-overhead' if self.device.startswith('cuda') else 'default'
-            network = torch.compile(network, mode=mode, dynamic=False)
+            if self.device.startswith('cuda'):  # CUDA graphs: one launch per frame
+                network = torch.compile(network, mode='reduce-overhead', dynamic=False)
+            else:  # weights folded in as constants, convolutions with pre-packed weights
+                network = torch.compile(network, dynamic=False, options={'freezing': True})
         return network
 
     def _sync(self):

@@ -51,6 +51,8 @@ class TrainConfig:
     objects: str | None = None       # objects YAML / models_info folder; None: the dataset's
     out: str = ''                    # run directory
     input_size: tuple = (448, 448)   # network input (width, height)
+    train_crop: tuple | None = None  # keypoints: train on windows of this size around an object
+    init_weights: str | None = None  # start from these weights (a bundle or checkpoint.pt)
     network: dict = field(default_factory=dict)   # network config (backbone, depth, ...)
     decoder: dict = field(default_factory=dict)   # decoder/codec config
     loss: dict = field(default_factory=dict)      # keypoints: peak_weight; corners: LossConfig
@@ -110,9 +112,18 @@ def load_config(path=None, overrides=None):
     for key in ('network', 'decoder', 'loss', 'distillation'):
         if key in values and not isinstance(values[key], dict):
             raise Pose6dError(f'training config {key} must be a mapping; got {values[key]!r}')
-    if 'input_size' in values:
-        values['input_size'] = parse_size(values['input_size'])
-    return TrainConfig(**values)
+    for key in ('input_size', 'train_crop'):
+        if values.get(key) is not None:
+            values[key] = parse_size(values[key])
+    config = TrainConfig(**values)
+    if config.train_crop is not None:
+        if config.method == 'corners':
+            raise Pose6dError('train_crop is for the keypoints method: the corners detector\'s '
+                              'anchors are laid out over the whole input')
+        if any(c > i for c, i in zip(config.train_crop, config.input_size)):
+            raise Pose6dError(f'train_crop {config.train_crop} must fit in the input size '
+                              f'{tuple(config.input_size)}')
+    return config
 
 
 def parse_size(value):
@@ -194,11 +205,15 @@ def train(config, resume=False, progress=True):
         config.network.setdefault('input_size', list(config.input_size))
     method = get_method(config.method, len(objects), config.network, config.decoder,
                         config.loss)
-    network = method.build_network().to(device)
+    network = method.build_network()
+    if config.init_weights and not resume:
+        _load_initial_weights(network, config.init_weights)
+    network = network.to(device)
     teacher = _load_teacher(config, objects, device)
     normalisation = IMAGENET_NORMALISATION
     samples = PoseSamples(train_view, objects, config.input_size, method.targets,
-                          normalisation, AugmentConfig(enabled=config.augment), config.seed)
+                          normalisation, AugmentConfig(enabled=config.augment), config.seed,
+                          crop=config.train_crop)
     sampler = (torch.utils.data.distributed.DistributedSampler(samples, seed=config.seed)
                if distributed else None)
     loader = torch.utils.data.DataLoader(
@@ -294,6 +309,27 @@ def train(config, resume=False, progress=True):
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return bundle_path
+
+
+def _load_initial_weights(network, path):
+    """Fine-tuning: copy the weights of a bundle folder or a checkpoint.pt into `network`."""
+    from pose6d_ros.core.bundle import load_bundle
+
+    path = Path(path)
+    if path.is_dir():
+        state_dict = load_bundle(path).state_dict
+    else:
+        try:
+            state_dict = torch.load(path, map_location='cpu', weights_only=False)['model']
+        except Exception as exc:  # missing, corrupt, or not one of our checkpoints
+            raise Pose6dError(f'init_weights {path}: expected a model bundle folder or a '
+                              f'training checkpoint.pt ({exc})') from None
+    try:
+        network.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise Pose6dError(f'init_weights {path}: its weights do not fit the configured network '
+                          f'({first})') from None
 
 
 def _worker_start_method(workers):
