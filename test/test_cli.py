@@ -1,4 +1,4 @@
-"""The `pose6d` command: selfcheck, the PnP benchmark, and bad arguments."""
+"""The `pose6d` command: selfcheck, the benchmarks, and bad arguments."""
 
 import json
 import subprocess
@@ -16,6 +16,30 @@ def test_selfcheck_passes_and_reports_every_check(capsys):
     assert report['checks']['pnp_1px_noise_within_1cm_1deg']['value'] >= 0.99
     assert report['checks']['add_identical_poses_is_zero']['value'] == 0.0
     assert report['pnp_us_per_solve_mean'] > 0
+
+
+def test_bench_model_reports_every_stage_and_both_references(tiny_bundle, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    assert cli.main(['bench', '--model', str(tiny_bundle), '--device', 'cpu', '--size', '80x60',
+                     '--frames', '3', '--warmup', '1', '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert torch.get_num_threads() == threads  # the benchmark leaves the process as it was
+    assert report['benchmark'] == 'model' and report['image_size'] == [80, 60]
+    stages = report['ours']['stages_ms']
+    assert set(stages) == {'preprocess', 'network', 'decode', 'pnp', 'total'}
+    for timing in stages.values():
+        assert 0 <= timing['min'] <= timing['median'] <= timing['p95']
+    parts = sum(stages[k]['median'] for k in ('preprocess', 'network', 'decode', 'pnp'))
+    assert stages['total']['median'] >= 0.9 * stages['network']['median']
+    assert parts > 0 and report['ours']['fps'] == pytest.approx(
+        1e3 / stages['total']['median'], rel=0.01)
+    for reference in ('reference_eager_fp32', 'reference_dope'):
+        assert report[reference]['fps'] > 0 and report[reference]['decode_ms_median'] >= 0
+    assert report['speedup_over_dope'] == pytest.approx(
+        report['reference_dope']['total_ms_median'] / stages['total']['median'], rel=0.01)
+    assert report['end_to_end_over_network'] >= 1.0 and report['peak_cpu_memory_mb'] > 0
 
 
 def test_selfcheck_fails_when_a_check_fails(capsys, monkeypatch):

@@ -30,6 +30,26 @@ def test_demo_writes_frames_gif_poses_and_metrics(tiny_bundle, tmp_path, capsys)
     assert 'unoccluded views' in printed and str(out) in printed
 
 
+def test_the_output_folder_is_replaced_only_when_it_holds_demo_outputs(tmp_path, capsys):
+    earlier = tmp_path / 'earlier'
+    (earlier / 'frames').mkdir(parents=True)
+    for name in ('demo.gif', 'poses.json', 'metrics.json'):
+        (earlier / name).write_text('{}')
+    demo.check_output_folder(earlier)  # an earlier demo run: replaced without asking
+    demo.check_output_folder(tmp_path / 'new' / 'nested')
+
+    precious = tmp_path / 'home'
+    precious.mkdir()
+    (precious / 'thesis.tex').write_text('years of work')
+    status = cli.main(['demo', '--out', str(precious), '--frames', '2', '--device', 'cpu'])
+    assert status != 0
+    assert 'thesis.tex' in capsys.readouterr().err
+    assert (precious / 'thesis.tex').read_text() == 'years of work'
+    demo.check_output_folder(precious, force=True)
+    with pytest.raises(Pose6dError, match='is a file'):
+        demo.check_output_folder(precious / 'thesis.tex', force=True)
+
+
 def test_the_sequence_is_smooth_and_partly_occluded(tiny_bundle):
     from pose6d_ros.core.bundle import load_bundle
     from pose6d_ros.core.camera import CameraModel

@@ -64,29 +64,32 @@ def read_csv(path):
 
 
 def recompute_add(rows, dataset, objects, images):
-    """Per object: ADD(-S) of each ground-truth instance against its closest estimate in the CSV.
+    """Per object: ADD(-S) of each ground-truth instance, from the CSV rows alone.
 
-    Inf for a miss, straight from metrics.add_auto; the LINEMOD matching rule.
+    The BOP rule, written out plainly: of an object's estimates in an image only as many as it
+    has instances count, best score first; each takes the nearest instance still free. Inf for
+    an instance left without an estimate.
     """
     by_id = {obj.object_id: obj for obj in objects}
     errors = {obj.name: [] for obj in objects}
     for index in range(images):
         sample = dataset[index]
-        used = set()
-        for annotation in sample.annotations:
-            obj = by_id[annotation.object_id]
-            gt = Pose(annotation.R, annotation.t)
-            candidates = [i for i, r in enumerate(rows)
-                          if (r['scene_id'], r['im_id'], r['obj_id'])
-                          == (sample.scene_id, sample.image_id, obj.object_id) and i not in used]
-            if not candidates:
-                errors[obj.name].append(np.inf)
-                continue
-            values = {i: metrics.add_auto(Pose(rows[i]['R'], rows[i]['t']), gt, obj)
-                      for i in candidates}
-            best = min(values, key=values.get)
-            used.add(best)
-            errors[obj.name].append(values[best])
+        error_of = {}
+        for obj in objects:
+            instances = [j for j, a in enumerate(sample.annotations)
+                         if a.object_id == obj.object_id]
+            estimates = [r for r in rows if (r['scene_id'], r['im_id'], r['obj_id'])
+                         == (sample.scene_id, sample.image_id, obj.object_id)]
+            estimates.sort(key=lambda r: r['score'], reverse=True)
+            for row in estimates[:len(instances)]:
+                free = {j: metrics.add_auto(Pose(row['R'], row['t']),
+                                            Pose(sample.annotations[j].R,
+                                                 sample.annotations[j].t), obj)
+                        for j in instances if j not in error_of}
+                nearest = min(free, key=free.get)
+                error_of[nearest] = free[nearest]
+        for j, annotation in enumerate(sample.annotations):
+            errors[by_id[annotation.object_id].name].append(error_of.get(j, np.inf))
     return {name: np.array(v) for name, v in errors.items()}
 
 
@@ -161,9 +164,10 @@ def distorted_case(seed, width=160, height=90):
 
 
 def test_eval_command_writes_every_output_and_refuses_to_overwrite(
-        tiny_bundle, tiny_dataset, dataset, tmp_path, capsys):
+        learned_bundle, tiny_dataset, dataset, tmp_path, capsys):
     out = tmp_path / 'eval'
-    args = ['eval', '--model', str(tiny_bundle), '--data', str(tiny_dataset), '--out', str(out),
+    bundle, _losses = learned_bundle  # a model trained in the test session: real detections
+    args = ['eval', '--model', str(bundle), '--data', str(tiny_dataset), '--out', str(out),
             '--device', 'cpu', '--max-images', '6']
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
@@ -190,6 +194,8 @@ def test_eval_command_writes_every_output_and_refuses_to_overwrite(
     rows = read_csv(out / 'predictions.csv')
     errors = recompute_add(rows, dataset, dataset.object_set, 6)
     diameter = dataset.object_set[0].diameter
+    assert entry['recall'] > 0 and np.isfinite(errors['obj_000001']).any()
+    assert entry['recall'] == pytest.approx(np.mean(np.isfinite(errors['obj_000001'])))
     assert entry['add_0.1d'] == pytest.approx(np.mean(errors['obj_000001'] < 0.1 * diameter))
 
     # Nothing is overwritten without --force; with it the folder is replaced whole.
@@ -212,8 +218,8 @@ def test_eval_default_folder_is_in_the_bundle(bundle_copy, tiny_dataset, capsys)
 class OracleEstimator:
     """Ground truth plus noise: poses that pass and fail ADD, and misses.
 
-    Also a second, wrong estimate of the same object on some images (the metrics must take the
-    closest).
+    Also a second, wrong estimate of the same object on some images: ranked above the good one
+    on some (it is the one scored, and fails), below it on others (ignored).
     """
 
     def __init__(self, dataset):
@@ -236,8 +242,9 @@ class OracleEstimator:
             R = noise.as_matrix() @ annotation.R
             t = annotation.t + rng.normal(scale=0.006, size=3)
             poses.append(self._pose(obj, R, t, camera, 0.9))
-            if index % 4 == 1:
-                poses.append(self._pose(obj, R, t + [0.05, 0.0, 0.1], camera, 0.95))
+            if index % 4 in (1, 3):
+                score = 0.95 if index % 4 == 1 else 0.5
+                poses.append(self._pose(obj, R, t + [0.05, 0.0, 0.1], camera, score))
         self.returned[index] = poses
         return poses
 

@@ -94,27 +94,45 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
 
     Frames are rendered views of the bundle's objects over procedural backgrounds when their
     meshes are there (random images otherwise). References: the same network in plain eager
-    fp32 with no inference optimisation (as most research code runs), and a DOPE-sized
-    network (VGG-19 + six stages) with the same decoding, so speed-ups are ratios of one run.
+    fp32 with no inference optimisation and post-processing in Python loops on the host (as
+    most research code runs; reference_decode.py), and a DOPE-sized network (VGG-19 + six
+    stages) with the same loops, so speed-ups are ratios measured in one run.
     """
     import torch
 
     from pose6d_ros.core.bundle import load_bundle
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig, select_device
-    from pose6d_ros.core.methods import get_method
+    from pose6d_ros.core.estimator import select_device
 
     device = select_device(device)
+    threads = torch.get_num_threads()
     if device == 'cpu':
-        torch.set_num_threads(os.cpu_count() or 1)
-    bundle = load_bundle(bundle_path)
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                              else os.cpu_count() or 1)
+    try:
+        return _bench_model(load_bundle(bundle_path), bundle_path, device, size, frames, warmup,
+                            seed, compile_network, references)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compile_network,
+                 references):
+    import torch
+
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
+    from pose6d_ros.core.methods import get_method
+
     width, height = size
     camera = CameraModel.from_intrinsics(0.9 * max(width, height), 0.9 * max(width, height),
                                          (width - 1) / 2.0, (height - 1) / 2.0, width, height)
     images, source = _bench_frames(bundle.objects, camera, min(frames, 32), seed)
 
+    def bundle_method():
+        return get_method(bundle.method, len(bundle.objects), bundle.card['network'],
+                          bundle.card.get('decoder'))
+
     def make(config, network=None, method=None):
-        method = method or get_method(bundle.method, len(bundle.objects),
-                                      bundle.card['network'], bundle.card.get('decoder'))
+        method = method or bundle_method()
         return Estimator(network if network is not None else bundle.build_network(), method,
                          bundle.objects, bundle.input_size, bundle.card['normalisation'],
                          device=device, config=config)
@@ -125,7 +143,7 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
         'classes': len(bundle.objects), 'input_size': list(bundle.input_size),
         'image_size': [width, height], 'frames': frames, 'warmup': warmup, 'device': device,
         'device_name': (torch.cuda.get_device_name(device) if device.startswith('cuda')
-                        else f'{os.cpu_count()} CPU threads'),
+                        else f'{torch.get_num_threads()} CPU threads'),
         'frame_source': source, 'compile': compile_network,
     }
     report['ours'] = _time_estimator(ours, images, camera, frames, warmup, device)
@@ -133,7 +151,10 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
     total_median = report['ours']['stages_ms']['total']['median']
     report['end_to_end_over_network'] = round(total_median / network_median, 3)
     if references:
-        eager = make(EstimatorConfig(profile=True, amp=False, optimize=False))
+        from pose6d_ros.core.reference_decode import PythonDecoding
+
+        eager = make(EstimatorConfig(profile=True, amp=False, optimize=False),
+                     method=PythonDecoding(bundle_method()))
         report['reference_eager_fp32'] = _time_estimator(eager, images, camera, frames,
                                                          warmup, device, per_stage=False)
         from pose6d_ros.core.nets.dope import DopeNet
@@ -143,7 +164,7 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
                                  decoder={'stride': 8, **{k: v for k, v in vars(
                                      CodecConfig()).items() if k != 'stride'}})
         dope = make(EstimatorConfig(profile=True, amp=False, optimize=False),
-                    DopeNet(num_classes=len(bundle.objects)), dope_method)
+                    DopeNet(num_classes=len(bundle.objects)), PythonDecoding(dope_method))
         report['reference_dope'] = _time_estimator(dope, images, camera, frames, warmup,
                                                    device, per_stage=False)
         report['speedup_over_eager_fp32'] = round(
@@ -172,6 +193,7 @@ def _time_estimator(estimator, images, camera, frames, warmup, device, per_stage
     out = {'fps': round(1e3 / summary['total']['median'], 2),
            'total_ms_median': summary['total']['median'],
            'network_ms_median': summary['network']['median'],
+           'decode_ms_median': summary['decode']['median'],
            'detections_per_frame': round(detections / frames, 2)}
     if per_stage:
         out['stages_ms'] = summary

@@ -30,7 +30,10 @@ def register(commands):
                     'annotated frames, an animated GIF, the poses and the accuracy against the '
                     'rendered ground truth.')
     run.add_argument('--out', default='pose6d_demo', metavar='DIR',
-                     help='output folder, replaced if it exists (default: ./pose6d_demo)')
+                     help='output folder (default: ./pose6d_demo); the outputs of an earlier '
+                          'demo there are replaced, anything else needs --force')
+    run.add_argument('--force', action='store_true',
+                     help='replace DIR even if it holds other files')
     run.add_argument('--model', metavar='BUNDLE', help='model bundle (default: the bundled one)')
     run.add_argument('--frames', type=positive_int, default=24, help='frames (default: 24)')
     run.add_argument('--size', type=size, default=(640, 480), metavar='WxH',
@@ -44,7 +47,7 @@ def _run_demo(args):
     from pose6d_ros.core.demo import run_demo
 
     run_demo(out=args.out, model=args.model, frames=args.frames, size=args.size,
-             seed=args.seed, device=args.device)
+             seed=args.seed, device=args.device, force=args.force)
     return 0
 
 

@@ -27,6 +27,7 @@ from pose6d_ros.core.geometry import Pose
 
 DEMO_MODEL = 'demo_box_keypoints'
 UNOCCLUDED = 0.95  # visible fraction above which a view counts as unoccluded
+OUTPUTS = ('frames', 'demo.gif', 'poses.json', 'metrics.json')  # all that a demo run writes
 
 
 def default_model():
@@ -106,15 +107,37 @@ def render_sequence(objects, camera, frames, seed=0, occluded_share=0.3):
     return sequence
 
 
+def check_output_folder(out, force=False):
+    """Refuse an output folder whose contents a demo run would destroy.
+
+    The outputs of an earlier demo run are replaced without asking (the README's first
+    command can be run again); any other existing file or non-empty folder needs `force`.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise Pose6dError(f'--out {out} is a file; expected a folder for the demo outputs')
+    if force or not out.exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+    if foreign:
+        raise Pose6dError(f'--out {out} holds files that are not demo outputs ('
+                          f'{", ".join(foreign[:3])}{", ..." if len(foreign) > 3 else ""}); '
+                          'choose another folder or pass --force to replace it')
+
+
 def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device='auto',
-             log=print):
-    """Run the demo; returns the metrics summary (also written to out/metrics.json)."""
+             log=print, force=False):
+    """Run the demo; returns the metrics summary (also written to out/metrics.json).
+
+    `out` is replaced as a whole once every output is written (see `check_output_folder`).
+    """
     from pose6d_ros.core.draw import draw_poses
     from pose6d_ros.core.estimator import Estimator
 
     started = time.perf_counter()
     model = Path(model) if model else default_model()
     out = Path(out) if out else Path('pose6d_demo')
+    check_output_folder(out, force)
     estimator = Estimator.from_bundle(model, device=device)
     obj = estimator.objects[0]
     width, height = size
@@ -126,8 +149,8 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
     sequence = render_sequence(estimator.objects, camera, frames, seed)
     points = obj.model_points(2000)
 
-    staging = Path(tempfile.mkdtemp(prefix='.pose6d_demo.', dir=out.parent if
-                                    out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix='.pose6d_demo.', dir=out.parent))
     try:
         (staging / 'frames').mkdir()
         records, annotated, seconds = [], [], []

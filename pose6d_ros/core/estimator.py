@@ -143,12 +143,15 @@ class Estimator:
         return tensor
 
     def forward(self, tensor):
-        """The network's raw outputs for a preprocessed batch."""
+        """The network's raw outputs for a preprocessed batch.
+
+        Under AMP they stay in the autocast dtype: the decoders convert only what they read
+        (HRPose's large `features` output, for distillation, is never converted).
+        """
         if self.device.startswith('cuda') and self.config.amp:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             with torch.autocast('cuda', dtype=dtype):
-                outputs = self.network(tensor)
-            return {k: v.float() for k, v in outputs.items()}
+                return self.network(tensor)
         return self.network(tensor)
 
     def solve(self, instances, letterbox, camera):

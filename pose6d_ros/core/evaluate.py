@@ -1,9 +1,10 @@
 """Scoring an estimator on a BOP-format dataset with the standard metrics.
 
 Evaluator in the detectron2 style: `reset()`, `process(sample, predictions)` per image,
-`evaluate()` at the end. Each ground-truth instance is matched to the best-scoring prediction
-of the same object (one prediction serves one instance, as in the LINEMOD protocol); a
-ground-truth instance with no prediction counts as a miss (it fails every metric).
+`evaluate()` at the end. For each object with n annotated instances in an image, its n
+best-scoring predictions are scored (as in BOP; with one instance, the LINEMOD protocol), each
+against the nearest instance (see `_match`); an instance left without a prediction counts as a
+miss (it fails every metric).
 """
 
 from __future__ import annotations
@@ -41,35 +42,29 @@ class PoseEvaluator:
             self.seconds.append(seconds)
         for p in predictions:
             self.predictions.append((sample.scene_id, sample.image_id, p, seconds or 0.0))
-        used = set()
         by_id = {obj.object_id: obj for obj in self.objects}
-        for annotation in sample.annotations:
+        matched = _match(sample, predictions, by_id, self.model_points)
+        for index, annotation in enumerate(sample.annotations):
             obj = by_id.get(annotation.object_id)
             if obj is None:
                 continue
-            gt = Pose(annotation.R, annotation.t)
-            candidates = [i for i, p in enumerate(predictions)
-                          if p.object_id == annotation.object_id and i not in used]
             record = {'object': obj.name, 'scene_id': sample.scene_id,
                       'image_id': sample.image_id, 'visib_fract': annotation.visib_fract,
                       'detected': False, 'add': np.inf, 'add_passed': False,
                       'rotation_deg': np.inf, 'translation': np.inf, 'cm_deg_passed': False,
                       'proj_2d': np.inf, 'proj_2d_passed': False, 'iou_2d': 0.0}
-            if candidates:
-                points = self.model_points(obj)
-                # With several candidates, the one closest to this instance (ADD) serves it.
-                best = min(candidates, key=lambda i: metrics.add_auto(
-                    predictions[i].pose, gt, obj, points))
-                used.add(best)
-                errors = metrics.pose_errors(predictions[best].pose, gt, obj, sample.camera,
-                                             points)
+            if index in matched:
+                prediction = predictions[matched[index]]
+                gt = Pose(annotation.R, annotation.t)
+                errors = metrics.pose_errors(prediction.pose, gt, obj, sample.camera,
+                                             self.model_points(obj))
                 record.update(detected=True, add=errors.add, add_passed=errors.add_passed,
                               rotation_deg=errors.rotation_deg,
                               translation=errors.translation,
                               cm_deg_passed=errors.cm_deg_passed, proj_2d=errors.proj_2d,
                               proj_2d_passed=errors.proj_2d_passed)
                 if np.isfinite(annotation.box).all():
-                    record['iou_2d'] = metrics.iou_2d(predictions[best].box, annotation.box)
+                    record['iou_2d'] = metrics.iou_2d(prediction.box, annotation.box)
             self.records.append(record)
 
     def evaluate(self):
@@ -85,6 +80,29 @@ class PoseEvaluator:
         fps = 1.0 / float(np.mean(self.seconds)) if self.seconds else None
         return {'objects': per_object, 'mean': mean, 'instances': len(self.records),
                 'fps': fps}
+
+
+def _match(sample, predictions, by_id, model_points):
+    """{annotation index: prediction index}: which estimate is scored against which instance.
+
+    As in BOP, for an object with n annotated instances in the image only its n best-scoring
+    estimates count (a confident wrong estimate is not rescued by a better one ranked below
+    it); taken in score order, each serves the nearest (ADD(-S)) instance still unserved.
+    """
+    matched = {}
+    for object_id in {a.object_id for a in sample.annotations if a.object_id in by_id}:
+        obj = by_id[object_id]
+        points = model_points(obj)
+        instances = [i for i, a in enumerate(sample.annotations) if a.object_id == object_id]
+        ranked = sorted((i for i, p in enumerate(predictions) if p.object_id == object_id),
+                        key=lambda i: -predictions[i].score)[:len(instances)]
+        for i in ranked:
+            free = [j for j in instances if j not in matched]
+            nearest = min(free, key=lambda j: metrics.add_auto(
+                predictions[i].pose, Pose(sample.annotations[j].R, sample.annotations[j].t),
+                obj, points))
+            matched[nearest] = i
+    return matched
 
 
 def _summary(records):

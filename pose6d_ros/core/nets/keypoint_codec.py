@@ -153,7 +153,6 @@ def decode(belief, vectors, num_classes, config=None):
     b, channel, x, y, value = find_peaks(belief, config.peak_threshold)
     class_of, keypoint_of = channel // NUM_KEYPOINTS, channel % NUM_KEYPOINTS
     # Vector field at every corner peak (nearest map pixel), as unit directions.
-    corner = keypoint_of < NUM_CORNERS
     field_channel = class_of * (2 * NUM_CORNERS) + 2 * keypoint_of.clamp(max=NUM_CORNERS - 1)
     row = y.round().long().clamp(0, belief.shape[-2] - 1)
     col = x.round().long().clamp(0, belief.shape[-1] - 1)
@@ -162,9 +161,13 @@ def decode(belief, vectors, num_classes, config=None):
     field = F.normalize(field, dim=1)
     cos_limit = float(np.cos(np.radians(config.angle_threshold_deg)))
 
-    # One transfer to the host for the whole batch, then grouping on small arrays.
-    arrays = [t.cpu().numpy() for t in (b, class_of, keypoint_of, x, y, value, field, corner)]
-    b, class_of, keypoint_of, x, y, value, field, corner = arrays
+    # One transfer to the host for the whole batch (indices are exact in float32), then
+    # grouping on small arrays.
+    packed = torch.stack([b.float(), class_of.float(), keypoint_of.float(), x.float(),
+                          y.float(), value.float(), field[:, 0], field[:, 1]], 1).cpu().numpy()
+    b, class_of, keypoint_of = (packed[:, i].astype(np.int64) for i in range(3))
+    x, y, value, field = packed[:, 3], packed[:, 4], packed[:, 5], packed[:, 6:8]
+    corner = keypoint_of < NUM_CORNERS
     results = [[] for _ in range(batch)]
     for image in range(batch):
         in_image = b == image
