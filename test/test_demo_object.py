@@ -211,6 +211,27 @@ def test_generation_is_deterministic(generated, tmp_path):
         assert path.read_bytes() == (out / name).read_bytes(), name
 
 
+def test_the_bundled_model_knows_the_box_the_command_makes(tmp_path):
+    """The printed box and the box the bundled model was trained on must be the same one.
+
+    The bundle's texture was made at 8 px/mm (models/README.md gives the command).
+    """
+    from pose6d_ros.core.demo import default_model
+
+    out = tmp_path / 'demo_box'
+    demo_object.generate(out, px_per_mm=8, net=False)
+    meshes = default_model() / 'meshes'
+    for name in (demo_object.MESH_FILE, demo_object.MTL_FILE):
+        assert (meshes / name).read_text() == (out / name).read_text(), name
+    bundled = np.asarray(Image.open(meshes / demo_object.TEXTURE_FILE).convert('RGB'))
+    made = np.asarray(Image.open(out / demo_object.TEXTURE_FILE).convert('RGB'))
+    assert np.array_equal(bundled, made)
+    bundled_box = ObjectSet.load(default_model() / 'objects.yaml')[0]
+    made_box = ObjectSet.load(out / demo_object.OBJECTS_FILE)[0]
+    assert bundled_box.object_id == made_box.object_id
+    assert np.allclose(bundled_box.keypoints, made_box.keypoints, atol=1e-9)
+
+
 def _pixel(mm_x, mm_y, dpi=demo_object.NET_DPI):
     """(row, col) of the page PNG pixel at mm (x right, y up from the lower-left corner)."""
     page_h = demo_object.PAGE_MM[1]
