@@ -10,7 +10,6 @@ rendered ground truth, and prints where they are.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import shutil
 import sys
@@ -133,6 +132,7 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
     """
     from pose6d_ros.core.draw import draw_poses
     from pose6d_ros.core.estimator import Estimator
+    from pose6d_ros.core.report import move_into_place
 
     started = time.perf_counter()
     model = Path(model) if model else default_model()
@@ -178,9 +178,7 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
         _write_gif(staging / 'demo.gif', annotated)
         (staging / 'poses.json').write_text(json.dumps(records, indent=1))
         (staging / 'metrics.json').write_text(json.dumps(summary, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

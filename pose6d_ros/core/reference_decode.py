@@ -16,13 +16,10 @@ import numpy as np
 from scipy import ndimage
 import torch
 
+from pose6d_ros.core.metrics import iou_2d
 from pose6d_ros.core.nets import corners_codec
 from pose6d_ros.core.nets.instances import KeypointInstance
-from pose6d_ros.core.nets.keypoint_codec import from_map
-
-NUM_KEYPOINTS = 9
-NUM_CORNERS = 8
-CENTROID = 8
+from pose6d_ros.core.nets.keypoint_codec import CENTROID, from_map, NUM_CORNERS, NUM_KEYPOINTS
 
 
 class PythonDecoding:
@@ -146,7 +143,7 @@ def decode_corners(outputs, config, options):
         kept = []
         for i in range(len(order)):  # greedy NMS, best score first, within each class
             if all(order[i] % num_classes != order[j] % num_classes
-                   or _iou(det_boxes[i], det_boxes[j]) <= options.nms_threshold for j in kept):
+                   or iou_2d(det_boxes[i], det_boxes[j]) <= options.nms_threshold for j in kept):
                 kept.append(i)
         instances = []
         for i in kept[:options.max_detections]:
@@ -161,12 +158,3 @@ def decode_corners(outputs, config, options):
                                               confidence, score, box))
         results.append(instances)
     return results
-
-
-def _iou(a, b):
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    intersection = max(width, 0.0) * max(height, 0.0)
-    union = (max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
-             + max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0) - intersection)
-    return intersection / union if union > 0 else 0.0

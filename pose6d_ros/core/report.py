@@ -323,7 +323,7 @@ def write_eval_folder(out_dir, document, evaluator, objects, force=False):
         (staging / METRICS_JSON).write_text(json.dumps(_json_safe(body), indent=2) + '\n')
         (staging / METRICS_MD).write_text(_markdown_file(document))
         write_bop_csv(staging / PREDICTIONS_CSV, evaluator.predictions)
-        _move_into_place(staging, out_dir)
+        move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -343,7 +343,7 @@ def _markdown_file(document):
     return '\n'.join(lines)
 
 
-def _move_into_place(staging, out_dir):
+def move_into_place(staging, out_dir):
     """Rename staging to out_dir; an existing out_dir (force) is removed only after."""
     old = None
     if out_dir.exists():
