@@ -83,7 +83,7 @@ def test_the_bundled_model_finds_the_demo_box(tmp_path):
     summary = json.loads((out / 'metrics.json').read_text())
     assert summary['model'] == str(demo.default_model())
     assert summary['unoccluded']['frames'] >= 6
-    # Measured with the shipped model: detected 100%, ADD 100% (8 frames), median 1.5 px.
+    # Measured with the shipped model: detected 100%, ADD 100% (8 frames), median 1.4 px.
     assert summary['unoccluded']['detected'] >= 0.8
     assert summary['unoccluded']['add_0.1d'] >= 0.75
     assert summary['median_proj_2d_px'] < 3.0
