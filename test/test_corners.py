@@ -523,3 +523,17 @@ def test_works_through_the_training_method_interface():
     model.eval()
     with torch.no_grad():
         assert len(method.decode(model(images))) == 2
+
+
+def test_an_estimator_named_by_method_decodes_with_its_networks_configuration():
+    """Estimator(network, 'corners', ...) must decode with the network's anchors and codec,
+    not the defaults (which would decode boxes against the wrong anchor variances)."""
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
+    from pose6d_ros.core.objects import ObjectModel, ObjectSet
+
+    objects = ObjectSet([ObjectModel('cube', 1, box_keypoints([-0.02] * 3, [0.02] * 3), 0.07)])
+    network = tiny(num_classes=1, box_variances=(0.2, 0.3))
+    estimator = Estimator(network, 'corners', objects, (64, 64),
+                          {'mean': [0.0] * 3, 'std': [1.0] * 3}, device='cpu',
+                          config=EstimatorConfig(optimize=False))
+    assert CornersConfig.from_dict(estimator.method.network_config) == network.config

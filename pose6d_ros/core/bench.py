@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from pose6d_ros.core.camera import CameraModel
+from pose6d_ros.core.cpus import available_cpus
 from pose6d_ros.core.geometry import box_keypoints, Pose, random_rotation
 from pose6d_ros.core.pnp import solve_pnp
 
@@ -21,6 +22,7 @@ def machine_info():
         'machine': platform.machine(),
         'processor': platform.processor() or platform.machine(),
         'cpu_count': os.cpu_count(),
+        'cpus_available': available_cpus(),  # affinity mask and container CPU quota
         'python': platform.python_version(),
         'numpy': np.__version__,
         'opencv': cv2.__version__,
@@ -106,8 +108,7 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
     device = select_device(device)
     threads = torch.get_num_threads()
     if device == 'cpu':
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-                              else os.cpu_count() or 1)
+        torch.set_num_threads(available_cpus())
     try:
         return _bench_model(load_bundle(bundle_path), bundle_path, device, size, frames, warmup,
                             seed, compile_network, references)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pose6d_ros.core.camera import Letterbox
+from pose6d_ros.core.cpus import inference_threads
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry import box_2d
 from pose6d_ros.core.methods import get_method
@@ -33,6 +34,7 @@ class EstimatorConfig:
     optimize: bool = True                 # fold BatchNorm into convs, channels-last memory
     compile: bool = False                 # torch.compile (CUDA graphs on a GPU: fixed size)
     profile: bool = False                 # synchronise between stages for exact timings
+    threads: int = 0                      # CPU threads; 0: torch's, capped by cpus.py's rule
 
 
 def select_device(device='auto'):
@@ -60,8 +62,13 @@ class Estimator:
         self.objects = objects
         self.input_size = tuple(int(v) for v in input_size)
         self.config = config or EstimatorConfig()
-        self.method = (get_method(method, len(objects), decoder=decoder)
-                       if isinstance(method, str) else method)
+        if self.device == 'cpu':
+            torch.set_num_threads(inference_threads(self.config.threads))
+        if isinstance(method, str):  # the network's own configuration decodes its outputs
+            config_dict = getattr(network, 'config_dict', None)
+            method = get_method(method, len(objects), config_dict() if config_dict else None,
+                                decoder=decoder)
+        self.method = method
         self.network = self._prepare(network)
         self._mean = torch.tensor(normalisation['mean'], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(normalisation['std'], device=self.device).view(1, 3, 1, 1)

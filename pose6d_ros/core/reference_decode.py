@@ -37,9 +37,9 @@ class PythonDecoding:
         if self._method.name == 'keypoints':
             return decode_keypoints(outputs['belief'], outputs['vectors'],
                                     self._method.num_classes, self._method.codec)
-        return decode_corners(outputs, corners_codec._network_config(
-            self._method.network_config, outputs),
-            corners_codec._options(corners_codec.DecodeConfig, self._method.decoder))
+        return decode_corners(
+            outputs, corners_codec.network_config(self._method.network_config, outputs),
+            corners_codec.decode_options(self._method.decoder))
 
 
 def decode_keypoints(belief, vectors, num_classes, codec):

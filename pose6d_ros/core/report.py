@@ -343,20 +343,28 @@ def _markdown_file(document):
     return '\n'.join(lines)
 
 
-def move_into_place(staging, out_dir):
-    """Rename staging to out_dir; an existing out_dir (force) is removed only after."""
+def move_into_place(staging, out_path):
+    """Rename staging (a folder or a file) to out_path.
+
+    An existing out_path is set aside first and removed only once the new one is in; if the
+    rename fails, it is put back.
+    """
+    staging, out_path = Path(staging), Path(out_path)
     old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f'.{out_dir.name}.old-{os.getpid()}')
-        out_dir.rename(old)
+    if out_path.exists() or out_path.is_symlink():
+        old = out_path.with_name(f'.{out_path.name}.old-{os.getpid()}')
+        os.replace(out_path, old)
     try:
-        staging.rename(out_dir)
+        os.replace(staging, out_path)
     except BaseException:
         if old is not None:
-            old.rename(out_dir)
+            os.replace(old, out_path)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def _json_safe(value):

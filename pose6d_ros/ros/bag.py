@@ -15,11 +15,11 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
-import os
 from pathlib import Path
 import shutil
 import tempfile
 
+from pose6d_ros.core.report import move_into_place
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import BagError, FrameError
 from pose6d_ros.ros.pipeline import FramePipeline, PipelineConfig
@@ -110,7 +110,7 @@ def run_bag(estimator, in_bag, out_bag, image_topic='/camera/image_raw',
                 raise BagError(f'none of the {summary.frames} frames on {image_topic} could be '
                                f'processed ({count}x: {summary.first_errors[reason]}); '
                                'nothing written')
-            _move_into_place(tmp_dir / out_bag.name, out_bag)
+            move_into_place(tmp_dir / out_bag.name, out_bag)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     finally:
@@ -274,17 +274,3 @@ def _write_outputs(writer, outputs, types, result, timestamp):
         messages['debug_image'] = result.debug_image()
     for role, message in messages.items():
         writer.write(outputs[role], timestamp, types.serialize(message))
-
-
-def _move_into_place(built, out_bag):
-    """Replace out_bag by the finished bag; the old one is removed only once the new is in."""
-    old = None
-    if out_bag.exists() or out_bag.is_symlink():
-        old = out_bag.with_name(f'.{out_bag.name}.old-{os.getpid()}')
-        os.replace(out_bag, old)
-    os.replace(built, out_bag)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()

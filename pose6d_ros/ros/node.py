@@ -147,7 +147,8 @@ class Pose6dPhases:
             if self._param('compile'):
                 self.get_logger().info('compiling the network (torch.compile) before '
                                        'subscribing; this takes about a minute')
-            estimator = load_estimator(model, self._param('device'), self._param('compile'))
+            estimator = load_estimator(model, self._param('device'), self._param('compile'),
+                                       self._param('cpu_threads'))
         self.pipeline = FramePipeline(estimator, self._pipeline_config(), self.types)
         names = ', '.join(self.pipeline.object_names or []) or '?'
         self.get_logger().info(f'pose estimation on {getattr(estimator, "device", "?")} '

@@ -64,6 +64,9 @@ PARAMETERS = dict([
     _spec('compile', False, 'torch.compile the network (CUDA graphs on a GPU) at startup: '
           'about 1.2x faster on a CPU, more on a GPU, after a compilation of about a minute; '
           'needs a restart', read_only=True),
+    _spec('cpu_threads', 0, 'CPU threads for the network on a CPU; 0 = as many as the process '
+          'may use (its CPU affinity and container CPU quota); needs a restart', read_only=True,
+          range=(0, 256)),
     _spec('image_transport', 'raw', "'raw' subscribes image (sensor_msgs/Image), 'compressed' "
           'image/compressed (sensor_msgs/CompressedImage); needs a restart', read_only=True,
           choices=('raw', 'compressed')),

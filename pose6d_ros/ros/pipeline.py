@@ -235,7 +235,7 @@ class FramePipeline:
                            mesh_resources=mesh_resources or {})
 
 
-def load_estimator(bundle, device='auto', compile_network=False):
+def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0):
     """Estimator.from_bundle(bundle, device) ('auto': CUDA when present).
 
     Pose6dError if the estimator cannot be imported, and whatever from_bundle raises for a bad
@@ -243,6 +243,7 @@ def load_estimator(bundle, device='auto', compile_network=False):
 
     compile_network: torch.compile the network (CUDA graphs on a GPU; the input size is the
     bundle's, whatever the camera), compiled here by a warm-up rather than on the first frame.
+    cpu_threads: the network's threads on a CPU (0: as many as the process may use).
     """
     try:
         from pose6d_ros.core.estimator import Estimator, EstimatorConfig
@@ -250,7 +251,8 @@ def load_estimator(bundle, device='auto', compile_network=False):
         raise Pose6dError('cannot load the estimator (pose6d_ros.core.estimator): '
                           f'{exc}') from None
     estimator = Estimator.from_bundle(bundle, device=device,
-                                      config=EstimatorConfig(compile=compile_network))
+                                      config=EstimatorConfig(compile=compile_network,
+                                                             threads=cpu_threads))
     if compile_network:
         try:
             estimator.warm_up()

@@ -112,7 +112,13 @@ def _options(cls, options):
     return cls(**options)
 
 
-def _network_config(config, outputs=None):
+def decode_options(options):
+    """A DecodeConfig from itself, a dict of its fields or None (defaults); refuses unknowns."""
+    return options if isinstance(options, DecodeConfig) else _options(DecodeConfig, options or {})
+
+
+def network_config(config, outputs=None):
+    """The CornersConfig of a config, its dict, or (None) of the outputs' class count."""
     from pose6d_ros.core.nets.corners import CornersConfig  # corners.py imports this module
 
     if config is None and outputs is not None:
@@ -232,7 +238,7 @@ def encode_targets(anchors, boxes, corners, labels, config, iou_threshold=0.5):
     'corner_weights' (A, 16) 1 where the corner is known, 'matched' (A,) box index or -1}.
     Indirect corners are relative to the ground-truth box (see the module docstring).
     """
-    config = _network_config(config)
+    config = network_config(config)
     matched = match_anchors(anchors, boxes, iou_threshold)
     pos = matched >= 0
     idx = matched.clamp(min=0)
@@ -284,7 +290,7 @@ def corners_loss(outputs, targets, config=None, stage: int = 2, **options) -> di
     """
     if stage not in (1, 2):
         raise Pose6dError(f'corners loss stage must be 1 (detection) or 2 (full), got {stage}')
-    config = _network_config(config, outputs)
+    config = network_config(config, outputs)
     opts = _options(LossConfig, options)
     scores = outputs['scores'].float()           # (B, A, C+1); fp32 under autocast too
     pred_boxes = outputs['boxes'].float()        # (B, A, 4)
@@ -397,9 +403,8 @@ def decode_image(scores, boxes, corners, anchors, config, options=None) -> dict:
     scores (A, C+1) logits, boxes (A, 4), corners (A, 16), anchors (A, 4) -> {'boxes' (D, 4),
     'corners' (D, 8, 2), 'scores' (D,), 'classes' (D,) object class ids}, best score first.
     """
-    config = _network_config(config)
-    opts = options if isinstance(options, DecodeConfig) else _options(DecodeConfig,
-                                                                      options or {})
+    config = network_config(config)
+    opts = decode_options(options)
     num_classes = scores.shape[-1] - 1
     probs = scores.float().softmax(-1)[:, 1:].flatten()       # (A * C,) anchor-major
     top_scores, top = probs.topk(min(opts.pre_nms_top_k, probs.numel()))
@@ -445,8 +450,8 @@ def decode_for_batch(outputs, config=None, **options) -> list[list[KeypointInsta
     centre: close for small or distant objects, biased under strong perspective) or NaN.
     config: as for `loss_for_batch` (pass it). options: the fields of DecodeConfig.
     """
-    config = _network_config(config, outputs)
-    opts = _options(DecodeConfig, options)
+    config = network_config(config, outputs)
+    opts = decode_options(options)
     anchors = outputs['anchors']
     results = []
     with torch.no_grad():

@@ -1,0 +1,66 @@
+"""How many CPU threads inference should use.
+
+PyTorch starts with one thread per core it can see through the process's affinity mask. In a
+container limited by a CPU quota (`docker run --cpus 2` on a 16-core host) every core is in
+the mask, so the network would run 16 threads on 2 cores' worth of time and stall. The
+estimator therefore caps torch's threads at the CPUs the process may really use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path('/sys/fs/cgroup')
+
+
+def available_cpus(cgroup_root=CGROUP_ROOT):
+    """How many CPUs this process may use: its affinity mask, capped by a cgroup CPU quota."""
+    if hasattr(os, 'sched_getaffinity'):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    return max(1, min(count, math.ceil(quota))) if quota else max(1, count)
+
+
+def cgroup_cpu_quota(cgroup_root=CGROUP_ROOT):
+    """How many CPUs' worth of time the cgroup quota allows (e.g. 1.5); None without a quota.
+
+    Reads cgroup v2 (`cpu.max`: "<quota> <period>" or "max <period>") or v1
+    (`cpu/cpu.cfs_quota_us`, -1 for none, and `cpu/cpu.cfs_period_us`).
+    """
+    root = Path(cgroup_root)
+    try:
+        fields = (root / 'cpu.max').read_text().split()
+        if len(fields) == 2 and fields[0] != 'max':
+            return _ratio(fields[0], fields[1])
+        return None
+    except OSError:
+        pass
+    try:
+        quota = (root / 'cpu' / 'cpu.cfs_quota_us').read_text().strip()
+        period = (root / 'cpu' / 'cpu.cfs_period_us').read_text().strip()
+    except OSError:
+        return None
+    return _ratio(quota, period)
+
+
+def inference_threads(requested=0, current=None, cgroup_root=CGROUP_ROOT):
+    """Threads for a CPU network: `requested` when > 0, else torch's count capped as above."""
+    if requested and requested > 0:
+        return int(requested)
+    if current is None:
+        import torch
+
+        current = torch.get_num_threads()
+    return max(1, min(int(current), available_cpus(cgroup_root)))
+
+
+def _ratio(quota, period):
+    try:
+        quota, period = int(quota), int(period)
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None

@@ -1,0 +1,79 @@
+"""CPU threads for inference: the affinity mask, capped by a container's CPU quota."""
+
+import os
+
+import pytest
+import torch
+
+from pose6d_ros.core.cpus import available_cpus, cgroup_cpu_quota, inference_threads
+
+
+def _write(root, relative, text):
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _mask_size():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
+def test_cgroup_v2_quota_is_read(tmp_path):
+    _write(tmp_path, 'cpu.max', '150000 100000\n')
+    assert cgroup_cpu_quota(tmp_path) == pytest.approx(1.5)
+
+
+def test_cgroup_v2_without_a_limit_has_no_quota(tmp_path):
+    _write(tmp_path, 'cpu.max', 'max 100000\n')
+    _write(tmp_path, 'cpu/cpu.cfs_quota_us', '100000\n')  # v2 answers first: v1 is not read
+    _write(tmp_path, 'cpu/cpu.cfs_period_us', '100000\n')
+    assert cgroup_cpu_quota(tmp_path) is None
+
+
+def test_cgroup_v1_quota_is_read_and_minus_one_means_none(tmp_path):
+    _write(tmp_path, 'cpu/cpu.cfs_quota_us', '50000\n')
+    _write(tmp_path, 'cpu/cpu.cfs_period_us', '100000\n')
+    assert cgroup_cpu_quota(tmp_path) == pytest.approx(0.5)
+    _write(tmp_path, 'cpu/cpu.cfs_quota_us', '-1\n')
+    assert cgroup_cpu_quota(tmp_path) is None
+
+
+def test_no_cgroup_files_and_garbage_mean_no_quota(tmp_path):
+    assert cgroup_cpu_quota(tmp_path) is None
+    _write(tmp_path, 'cpu.max', 'lots of cpus\n')
+    assert cgroup_cpu_quota(tmp_path) is None
+
+
+def test_available_cpus_takes_the_smaller_of_mask_and_quota(tmp_path):
+    assert available_cpus(tmp_path) == _mask_size()
+    _write(tmp_path, 'cpu.max', '100000 100000\n')
+    assert available_cpus(tmp_path) == 1
+    _write(tmp_path, 'cpu.max', '10000 100000\n')     # a tenth of a CPU still runs one thread
+    assert available_cpus(tmp_path) == 1
+    _write(tmp_path, 'cpu.max', f'{100000 * (_mask_size() + 8)} 100000\n')
+    assert available_cpus(tmp_path) == _mask_size()  # a quota above the mask changes nothing
+
+
+def test_inference_threads_caps_torch_count_and_honours_a_request(tmp_path):
+    _write(tmp_path, 'cpu.max', '100000 100000\n')
+    assert inference_threads(0, current=16, cgroup_root=tmp_path) == 1
+    assert inference_threads(3, current=16, cgroup_root=tmp_path) == 3   # asked for: kept
+    _write(tmp_path, 'cpu.max', 'max 100000\n')
+    assert inference_threads(0, current=1, cgroup_root=tmp_path) == 1    # never raised
+
+
+def test_cpu_estimator_applies_its_thread_setting():
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
+    from pose6d_ros.core.geometry import box_keypoints
+    from pose6d_ros.core.objects import ObjectModel, ObjectSet
+
+    objects = ObjectSet([ObjectModel('cube', 1, box_keypoints([-0.025] * 3, [0.025] * 3), 0.087)])
+    network = torch.nn.Conv2d(3, 3, 1)
+    previous = torch.get_num_threads()
+    try:
+        Estimator(network, 'keypoints', objects, (64, 48),
+                  {'mean': [0.0] * 3, 'std': [1.0] * 3}, device='cpu',
+                  config=EstimatorConfig(threads=1, optimize=False))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
