@@ -23,6 +23,18 @@ def test_cgroup_v2_quota_is_read(tmp_path):
     assert cgroup_cpu_quota(tmp_path) == pytest.approx(1.5)
 
 
+def test_cgroup_v2_quota_of_the_process_own_cgroup_comes_first(tmp_path):
+    """A systemd service with CPUQuota= has its cpu.max in its own folder, not at the root."""
+    proc = tmp_path / 'proc_cgroup'
+    proc.write_text('0::/system.slice/robot.service\n')
+    root = tmp_path / 'cgroup'
+    _write(root, 'cpu.max', 'max 100000\n')
+    _write(root, 'system.slice/robot.service/cpu.max', '200000 100000\n')
+    assert cgroup_cpu_quota(root, proc) == pytest.approx(2.0)
+    proc.write_text('0::/\n')                      # in a container: the root's
+    assert cgroup_cpu_quota(root, proc) is None
+
+
 def test_cgroup_v2_without_a_limit_has_no_quota(tmp_path):
     _write(tmp_path, 'cpu.max', 'max 100000\n')
     _write(tmp_path, 'cpu/cpu.cfs_quota_us', '100000\n')  # v2 answers first: v1 is not read
@@ -50,6 +62,9 @@ def test_available_cpus_takes_the_smaller_of_mask_and_quota(tmp_path):
     assert available_cpus(tmp_path) == 1
     _write(tmp_path, 'cpu.max', '10000 100000\n')     # a tenth of a CPU still runs one thread
     assert available_cpus(tmp_path) == 1
+    if _mask_size() >= 2:
+        _write(tmp_path, 'cpu.max', '150000 100000\n')  # 1.5 CPUs: rounded down
+        assert available_cpus(tmp_path) == 1
     _write(tmp_path, 'cpu.max', f'{100000 * (_mask_size() + 8)} 100000\n')
     assert available_cpus(tmp_path) == _mask_size()  # a quota above the mask changes nothing
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path('/sys/fs/cgroup')
+PROC_CGROUP = Path('/proc/self/cgroup')
 
 
 def available_cpus(cgroup_root=CGROUP_ROOT):
@@ -22,23 +23,26 @@ def available_cpus(cgroup_root=CGROUP_ROOT):
     else:
         count = os.cpu_count() or 1
     quota = cgroup_cpu_quota(cgroup_root)
-    return max(1, min(count, math.ceil(quota))) if quota else max(1, count)
+    # Rounded down: a thread more than the quota can run gets the whole group throttled.
+    return max(1, min(count, math.floor(quota))) if quota else max(1, count)
 
 
-def cgroup_cpu_quota(cgroup_root=CGROUP_ROOT):
+def cgroup_cpu_quota(cgroup_root=CGROUP_ROOT, proc_cgroup=PROC_CGROUP):
     """How many CPUs' worth of time the cgroup quota allows (e.g. 1.5); None without a quota.
 
-    Reads cgroup v2 (`cpu.max`: "<quota> <period>" or "max <period>") or v1
-    (`cpu/cpu.cfs_quota_us`, -1 for none, and `cpu/cpu.cfs_period_us`).
+    Reads cgroup v2 (`cpu.max`: "<quota> <period>" or "max <period>", in the process's own
+    cgroup as /proc/self/cgroup names it, e.g. a systemd service's, else at the root as in a
+    container) or v1 (`cpu/cpu.cfs_quota_us`, -1 for none, and `cpu/cpu.cfs_period_us`).
     """
     root = Path(cgroup_root)
-    try:
-        fields = (root / 'cpu.max').read_text().split()
+    for folder in (*_own_cgroup_v2(root, proc_cgroup), root):
+        try:
+            fields = (folder / 'cpu.max').read_text().split()
+        except OSError:
+            continue
         if len(fields) == 2 and fields[0] != 'max':
             return _ratio(fields[0], fields[1])
         return None
-    except OSError:
-        pass
     try:
         quota = (root / 'cpu' / 'cpu.cfs_quota_us').read_text().strip()
         period = (root / 'cpu' / 'cpu.cfs_period_us').read_text().strip()
@@ -56,6 +60,19 @@ def inference_threads(requested=0, current=None, cgroup_root=CGROUP_ROOT):
 
         current = torch.get_num_threads()
     return max(1, min(int(current), available_cpus(cgroup_root)))
+
+
+def _own_cgroup_v2(root, proc_cgroup):
+    """The process's cgroup v2 folder under root (the "0::<path>" line), if not the root."""
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        if line.startswith('0::'):
+            relative = line[3:].strip().strip('/')
+            return [root / relative] if relative else []
+    return []
 
 
 def _ratio(quota, period):
