@@ -106,9 +106,7 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
     from pose6d_ros.core.estimator import select_device
 
     device = select_device(device)
-    threads = torch.get_num_threads()
-    if device == 'cpu':
-        torch.set_num_threads(available_cpus())
+    threads = torch.get_num_threads()  # the estimators set their own (cpus.py): restored after
     try:
         return _bench_model(load_bundle(bundle_path), bundle_path, device, size, frames, warmup,
                             seed, compile_network, references)
