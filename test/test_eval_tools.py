@@ -21,6 +21,7 @@ from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.data.bop import BopDataset
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.estimator import Estimator, EstimatorConfig
+from pose6d_ros.core.evaluate import PoseEvaluator
 from pose6d_ros.core.geometry import box_2d, box_keypoints, Pose
 from pose6d_ros.core.methods import get_method
 from pose6d_ros.core.nets.keypoint_codec import CodecConfig, encode
@@ -287,6 +288,25 @@ def test_eval_numbers_agree_with_the_core_metrics(dataset, tmp_path):
     saved = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
     assert saved['objects'][obj.name]['add_0.1d'] == entry['add_0.1d']
     assert f'| {obj.name} | {100 * passed:.1f} |' in (tmp_path / 'eval' / 'metrics.md').read_text()
+
+
+def test_eval_iou_scores_the_pose_not_the_reported_box(dataset):
+    """Zhang et al.'s 2D IoU compares the masks rendered with both poses: an exact pose scores
+    1 whatever box its method reports, and a pose off by its own width scores about 0."""
+    sample = dataset[0]
+    annotation = sample.annotations[0]
+    obj = dataset.object_set.by_id(annotation.object_id)
+    tiny_box = np.array([0.0, 0.0, 1.0, 1.0])
+    exact = OracleEstimator._pose(obj, annotation.R, annotation.t, sample.camera, 0.9)
+    exact.box = tiny_box
+    evaluator = PoseEvaluator(dataset.object_set)
+    evaluator.process(sample, [exact])
+    assert evaluator.records[-1]['iou_2d'] == pytest.approx(1.0, abs=1e-9)
+    sideways = annotation.t + [1.5 * obj.diameter, 0.0, 0.0]
+    evaluator.process(sample, [OracleEstimator._pose(obj, annotation.R, sideways, sample.camera,
+                                                      0.9)])
+    assert evaluator.records[-1]['detected'] is True
+    assert evaluator.records[-1]['iou_2d'] < 0.1
 
 
 # --- estimator: batch, bundles, letterbox ---------------------------------------------------

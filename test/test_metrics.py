@@ -18,6 +18,7 @@ from pose6d_ros.core.metrics import (
     curve_auc,
     iou_2d,
     pose_errors,
+    pose_iou_2d,
     projection_2d,
     rotation_error_deg,
     translation_error,
@@ -224,6 +225,18 @@ def test_iou_2d(box_a, box_b, expected):
     assert iou_2d(box_b, box_a) == pytest.approx(expected, abs=1e-12)
 
 
+def test_pose_iou_2d_scores_the_boxes_of_the_projected_model(camera):
+    cube = box_keypoints(-np.full(3, 0.05), np.full(3, 0.05))[:8]
+    truth = Pose(np.eye(3), [0.0, 0.0, 1.0])
+    assert pose_iou_2d(truth, truth, cube, camera) == pytest.approx(1.0, abs=1e-12)
+    # Half a side to the right: the front face spans the box both ways, so the boxes share
+    # half their width, as (0, 0, 2, 2) and (1, 0, 3, 2) do.
+    shifted = Pose(np.eye(3), [0.05, 0.0, 1.0])
+    assert pose_iou_2d(shifted, truth, cube, camera) == pytest.approx(1.0 / 3.0, abs=1e-9)
+    behind = Pose(np.eye(3), [0.0, 0.0, -1.0])
+    assert pose_iou_2d(behind, truth, cube, camera) == 0.0
+
+
 # --- curves -----------------------------------------------------------------------------------
 
 
@@ -276,5 +289,6 @@ def test_pose_errors_agrees_with_the_single_functions(points, camera, symmetric)
         assert result.cm_deg_passed == cm_deg_passed(estimate, pose_gt)
         assert result.proj_2d == projection_2d(estimate, pose_gt, points, camera)
         assert result.proj_2d_passed == (result.proj_2d < metrics.PROJ_2D_THRESHOLD)
+        assert result.iou_2d == pose_iou_2d(estimate, pose_gt, points, camera)
     assert result.add > 0.01 and not result.add_passed and not result.cm_deg_passed
     assert min(proj_values) < 5.0 and any(5.0 < value < 10.0 for value in proj_values)

@@ -62,9 +62,7 @@ class PoseEvaluator:
                               rotation_deg=errors.rotation_deg,
                               translation=errors.translation,
                               cm_deg_passed=errors.cm_deg_passed, proj_2d=errors.proj_2d,
-                              proj_2d_passed=errors.proj_2d_passed)
-                if np.isfinite(annotation.box).all():
-                    record['iou_2d'] = metrics.iou_2d(prediction.box, annotation.box)
+                              proj_2d_passed=errors.proj_2d_passed, iou_2d=errors.iou_2d)
             self.records.append(record)
 
     def evaluate(self):

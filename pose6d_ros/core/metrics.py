@@ -81,6 +81,30 @@ def iou_2d(box_a, box_b):
     return float(intersection / union) if union > 0 else 0.0
 
 
+def projected_box(pose, points, camera):
+    """Bounding box (x_min, y_min, x_max, y_max) of the model points projected with `pose`.
+
+    For a whole mesh this is the bounding box of its rendered mask, up to pixel rounding: the
+    projection of a mesh is the union of its projected triangles.
+    """
+    uv = camera.project(pose.transform(points))
+    uv = uv[np.isfinite(uv).all(axis=1)]
+    if len(uv) == 0:
+        return np.full(4, np.nan)
+    return np.concatenate([uv.min(axis=0), uv.max(axis=0)])
+
+
+def pose_iou_2d(pose_est, pose_gt, points, camera):
+    """The 2D IoU score of Zhang et al.: overlap of the bounding boxes of the object's masks
+    rendered with the estimated and the true pose (whole masks, occlusion ignored), so a pose
+    is scored, not a detector's box."""
+    box_est = projected_box(pose_est, points, camera)
+    box_gt = projected_box(pose_gt, points, camera)
+    if not (np.isfinite(box_est).all() and np.isfinite(box_gt).all()):
+        return 0.0
+    return iou_2d(box_est, box_gt)
+
+
 def accuracy_curve(errors, thresholds):
     """Fraction of errors below each threshold; NaN/inf errors (misses) never pass."""
     errors = np.asarray(errors, dtype=np.float64).ravel()
@@ -115,6 +139,7 @@ class PoseErrors:
     cm_deg_passed: bool
     proj_2d: float           # pixels
     proj_2d_passed: bool
+    iou_2d: float            # overlap of the boxes of the masks rendered with both poses
 
 
 def pose_errors(pose_est, pose_gt, obj, camera, points=None):
@@ -130,4 +155,5 @@ def pose_errors(pose_est, pose_gt, obj, camera, points=None):
         cm_deg_passed=cm_deg_passed(pose_est, pose_gt),
         proj_2d=proj,
         proj_2d_passed=proj < PROJ_2D_THRESHOLD,
+        iou_2d=pose_iou_2d(pose_est, pose_gt, points, camera),
     )

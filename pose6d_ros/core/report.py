@@ -338,7 +338,8 @@ def _markdown_file(document):
     lines += [document['markdown'],
               'ADD(-S) 0.1d: ADD (ADD-S for symmetric objects) below 10% of the diameter; '
               '5cm 5°: both errors below; 2D Proj. 5px: mean reprojection of the model points '
-              'within 5 pixels; 2D IoU 0.5: box overlap above 0.5; errors are means over '
+              'within 5 pixels; 2D IoU 0.5: the boxes of the model projected with both poses '
+              'overlap by more than 0.5 (Zhang et al.); errors are means over '
               'detected instances.', '']
     return '\n'.join(lines)
 
