@@ -78,6 +78,23 @@ def test_upper_hemisphere_puts_the_camera_above_the_object_plane(objects):
         assert np.linalg.det(instance.R) > 0
 
 
+def test_elevation_sampling_by_angle_sees_the_top_as_often_as_the_sides():
+    from pose6d_ros.core.data.scenes import _view_direction
+
+    def share_above_70(sampling):
+        config = SceneConfig(view='upper_hemisphere', elevation_deg=(5.0, 85.0),
+                             elevation_sampling=sampling)
+        rng = np.random.default_rng(0)
+        z = np.array([_view_direction(rng, config)[2] for _ in range(4000)])
+        assert np.all((z >= np.sin(np.radians(5.0)) - 1e-9) & (z <= np.sin(np.radians(85.0))))
+        return np.mean(z > np.sin(np.radians(70.0)))
+
+    # Uniform in angle: 15 of 80 degrees (19%); uniform over the area: 6% of the band.
+    assert abs(share_above_70('angle') - 15.0 / 80.0) < 0.03
+    assert abs(share_above_70('area') - (np.sin(np.radians(85)) - np.sin(np.radians(70)))
+               / (np.sin(np.radians(85)) - np.sin(np.radians(5)))) < 0.02
+
+
 def test_sphere_views_come_from_below_too(objects):
     config = SceneConfig(occluders=(0, 0), distractors=(0, 0))
     below = [inst for inst in _many_instances(objects, config)
@@ -151,6 +168,7 @@ def test_object_ids_choose_objects_and_unknown_ids_are_named(objects):
 
 @pytest.mark.parametrize('data, message', [
     ({'view': 'below'}, 'scene.view must be one of sphere, upper_hemisphere'),
+    ({'elevation_sampling': 'cosine'}, 'scene.elevation_sampling must be one of area, angle'),
     ({'objects_per_image': [3, 1]}, 'scene.objects_per_image'),
     ({'object_size': [0.0, 0.5]}, 'scene.object_size'),
     ({'occluder': [1, 2]}, 'unknown key.*occluder'),

@@ -25,6 +25,7 @@ from pose6d_ros.core.errors import ObjectModelError, Pose6dError
 from pose6d_ros.core.geometry import box_2d, random_rotation
 
 VIEWS = ('sphere', 'upper_hemisphere')
+ELEVATION_SAMPLING = ('area', 'angle')
 
 
 @dataclass
@@ -45,6 +46,10 @@ class SceneConfig:
     # object's x-y plane, at an elevation within `elevation_deg`, as in LINEMOD).
     view: str = 'sphere'
     elevation_deg: tuple = (0.0, 90.0)
+    # How upper-hemisphere elevations are drawn: 'area' (every patch of the band equally
+    # often, so views near the top are rare: above 75 degrees are 3% of a 5-85 band) or
+    # 'angle' (every elevation equally often, as a camera looking down at a table sees them).
+    elevation_sampling: str = 'area'
     # Size of an object in the image: its diameter spans this fraction of the shorter image
     # side; the distance follows from the focal length (distance = f * diameter / pixels).
     # A range of sizes is the papers' 0.8-1.2 scale jitter, widened to a working range.
@@ -87,6 +92,9 @@ class SceneConfig:
         if self.view not in VIEWS:
             raise Pose6dError(f'scene.view must be one of {", ".join(VIEWS)}; got {self.view!r}')
         _float_range(self.elevation_deg, 'scene.elevation_deg', -90.0, 90.0)
+        if self.elevation_sampling not in ELEVATION_SAMPLING:
+            raise Pose6dError('scene.elevation_sampling must be one of '
+                              f'{", ".join(ELEVATION_SAMPLING)}; got {self.elevation_sampling!r}')
         _float_range(self.object_size, 'scene.object_size', 1e-3, 10.0)
         if self.distance is not None:
             _float_range(self.distance, 'scene.distance', 1e-3, 1e4)
@@ -369,9 +377,11 @@ def _view_direction(rng, config):
     if config.view == 'sphere':
         direction = rng.normal(size=3)
         return direction / np.linalg.norm(direction)
-    # Uniform over the band of the hemisphere between the two elevations.
     low, high = np.radians(config.elevation_deg)
-    z = rng.uniform(np.sin(low), np.sin(high))
+    if config.elevation_sampling == 'angle':  # uniform in elevation
+        z = np.sin(rng.uniform(low, high))
+    else:  # uniform over the area of the band between the two elevations
+        z = rng.uniform(np.sin(low), np.sin(high))
     phi = rng.uniform(0.0, 2.0 * np.pi)
     s = np.sqrt(max(0.0, 1.0 - z * z))
     return np.array([s * np.cos(phi), s * np.sin(phi), z])
