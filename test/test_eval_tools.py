@@ -303,8 +303,8 @@ def test_eval_iou_scores_the_pose_not_the_reported_box(dataset):
     evaluator.process(sample, [exact])
     assert evaluator.records[-1]['iou_2d'] == pytest.approx(1.0, abs=1e-9)
     sideways = annotation.t + [1.5 * obj.diameter, 0.0, 0.0]
-    evaluator.process(sample, [OracleEstimator._pose(obj, annotation.R, sideways, sample.camera,
-                                                      0.9)])
+    moved = OracleEstimator._pose(obj, annotation.R, sideways, sample.camera, 0.9)
+    evaluator.process(sample, [moved])
     assert evaluator.records[-1]['detected'] is True
     assert evaluator.records[-1]['iou_2d'] < 0.1
 

@@ -95,9 +95,11 @@ def projected_box(pose, points, camera):
 
 
 def pose_iou_2d(pose_est, pose_gt, points, camera):
-    """The 2D IoU score of Zhang et al.: overlap of the bounding boxes of the object's masks
-    rendered with the estimated and the true pose (whole masks, occlusion ignored), so a pose
-    is scored, not a detector's box."""
+    """Zhang et al.'s 2D IoU: the overlap of the object's mask boxes under both poses.
+
+    The masks are rendered whole (occlusion ignored) with the estimated and the true pose, so
+    a pose is scored, not a detector's box.
+    """
     box_est = projected_box(pose_est, points, camera)
     box_gt = projected_box(pose_gt, points, camera)
     if not (np.isfinite(box_est).all() and np.isfinite(box_gt).all()):
