@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pose6d_ros.core.geometry import rotation_angle_deg
+from pose6d_ros.core.geometry import box_2d, rotation_angle_deg
 
 ADD_THRESHOLD = 0.1        # fraction of the object's diameter
 CM_DEG_THRESHOLDS = (0.05, 5.0)  # metres, degrees
@@ -64,9 +64,7 @@ def cm_deg_passed(pose_est, pose_gt, max_translation=CM_DEG_THRESHOLDS[0],
 
 def projection_2d(pose_est, pose_gt, points, camera):
     """2D projection error: mean pixel distance between the model points projected both ways."""
-    error = np.linalg.norm(camera.project(pose_est.transform(points))
-                           - camera.project(pose_gt.transform(points)), axis=1)
-    return float(np.nanmean(error)) if np.isfinite(error).any() else float('inf')
+    return _projection_error(*_project_both(pose_est, pose_gt, points, camera))
 
 
 def iou_2d(box_a, box_b):
@@ -81,30 +79,32 @@ def iou_2d(box_a, box_b):
     return float(intersection / union) if union > 0 else 0.0
 
 
-def projected_box(pose, points, camera):
-    """Bounding box (x_min, y_min, x_max, y_max) of the model points projected with `pose`.
-
-    For a whole mesh this is the bounding box of its rendered mask, up to pixel rounding: the
-    projection of a mesh is the union of its projected triangles.
-    """
-    uv = camera.project(pose.transform(points))
-    uv = uv[np.isfinite(uv).all(axis=1)]
-    if len(uv) == 0:
-        return np.full(4, np.nan)
-    return np.concatenate([uv.min(axis=0), uv.max(axis=0)])
-
-
 def pose_iou_2d(pose_est, pose_gt, points, camera):
     """Zhang et al.'s 2D IoU: the overlap of the object's mask boxes under both poses.
 
     The masks are rendered whole (occlusion ignored) with the estimated and the true pose, so
-    a pose is scored, not a detector's box.
+    a pose is scored, not a detector's box. The box of a mask is that of the projected mesh
+    vertices, up to pixel rounding: the projection of a mesh is that of its triangles.
     """
-    box_est = projected_box(pose_est, points, camera)
-    box_gt = projected_box(pose_gt, points, camera)
-    if not (np.isfinite(box_est).all() and np.isfinite(box_gt).all()):
+    return _box_iou(*_project_both(pose_est, pose_gt, points, camera))
+
+
+def _project_both(pose_est, pose_gt, points, camera):
+    """The model points in pixels (N, 2) under each pose; NaN behind the camera."""
+    return camera.project(pose_est.transform(points)), camera.project(pose_gt.transform(points))
+
+
+def _projection_error(uv_est, uv_gt):
+    error = np.linalg.norm(uv_est - uv_gt, axis=1)
+    return float(np.nanmean(error)) if np.isfinite(error).any() else float('inf')
+
+
+def _box_iou(uv_est, uv_gt):
+    uv_est = uv_est[np.isfinite(uv_est).all(axis=1)]
+    uv_gt = uv_gt[np.isfinite(uv_gt).all(axis=1)]
+    if len(uv_est) == 0 or len(uv_gt) == 0:
         return 0.0
-    return iou_2d(box_est, box_gt)
+    return iou_2d(box_2d(uv_est), box_2d(uv_gt))
 
 
 def accuracy_curve(errors, thresholds):
@@ -148,7 +148,8 @@ def pose_errors(pose_est, pose_gt, obj, camera, points=None):
     """All standard errors of one estimate (ADD(-S) chosen from the object's symmetries)."""
     points = obj.model_points() if points is None else points
     add_value = add_auto(pose_est, pose_gt, obj, points)
-    proj = projection_2d(pose_est, pose_gt, points, camera)
+    projected = _project_both(pose_est, pose_gt, points, camera)  # for 2D projection and IoU
+    proj = _projection_error(*projected)
     return PoseErrors(
         add=add_value,
         add_passed=add_value < ADD_THRESHOLD * obj.diameter,
@@ -157,5 +158,5 @@ def pose_errors(pose_est, pose_gt, obj, camera, points=None):
         cm_deg_passed=cm_deg_passed(pose_est, pose_gt),
         proj_2d=proj,
         proj_2d_passed=proj < PROJ_2D_THRESHOLD,
-        iou_2d=pose_iou_2d(pose_est, pose_gt, points, camera),
+        iou_2d=_box_iou(*projected),
     )
