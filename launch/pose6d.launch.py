@@ -5,7 +5,8 @@ r"""The pose6d node alone, for a camera that is already running.
 
 Outputs go to <namespace>/poses, detections, markers, debug_image (default /pose6d/...) and
 TF. Parameters come from `params_file` (default: the installed config/pose6d.yaml); the
-`model`, `device` and `image_transport` launch arguments override the file's values.
+`model`, `device`, `onnx_model` and `image_transport` launch arguments override the file's
+values.
 """
 
 # ruff sorts `launch` as first-party (this folder is named launch/); keep the order that
@@ -23,6 +24,8 @@ ARGUMENTS = (
      'YAML file with the node parameters (see config/pose6d.yaml)'),
     ('model', '', "model bundle folder; '' = the bundled demo model"),
     ('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'"),
+    ('onnx_model', '', "ONNX file of the model (pose6d export --format onnx-int8) run by "
+                       "onnxruntime on the CPU; '' = PyTorch"),
     ('image_transport', 'raw',
      "'raw' subscribes image_topic, 'compressed' subscribes <image_topic>/compressed"),
     ('namespace', 'pose6d', "namespace of the node and its output topics ('' for none)"),
@@ -49,6 +52,7 @@ def generate_launch_description():
         emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'),
                     {'model': as_string('model'), 'device': as_string('device'),
+                     'onnx_model': as_string('onnx_model'),
                      'image_transport': as_string('image_transport')}],
         # The node's inputs are relative names (image, image/compressed, camera_info); a
         # remapping matches one whole name, so the compressed topic needs its own rule.

@@ -57,6 +57,8 @@ ARGUMENTS = (
      'YAML file with the pose6d node parameters'),
     ('model', '', "model bundle folder; '' = the bundled demo model"),
     ('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'"),
+    ('onnx_model', '', "ONNX file of the model (pose6d export --format onnx-int8) run by "
+                       "onnxruntime on the CPU; '' = PyTorch"),
     ('namespace', 'pose6d', 'namespace of the pose6d node and its outputs (config/pose6d.rviz '
                             'shows /pose6d/...)'),
     ('rviz', 'true', 'start RViz with config/pose6d.rviz (true/false)'),
@@ -96,7 +98,8 @@ def generate_launch_description():
         output='screen',
         emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'),
-                    {'model': as_string('model'), 'device': as_string('device')}],
+                    {'model': as_string('model'), 'device': as_string('device'),
+                     'onnx_model': as_string('onnx_model')}],
         remappings=[('image', f'/{CAMERA_NAMESPACE}/image_raw'),
                     ('image/compressed', f'/{CAMERA_NAMESPACE}/image_raw/compressed'),
                     ('camera_info', f'/{CAMERA_NAMESPACE}/camera_info')],

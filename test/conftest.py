@@ -56,6 +56,14 @@ def _scene_config(root):
 
 
 @pytest.fixture(scope='session')
+def dataset(tiny_dataset):
+    """tiny_dataset read back (a BopDataset)."""
+    from pose6d_ros.core.data.bop import BopDataset
+
+    return BopDataset(tiny_dataset)
+
+
+@pytest.fixture(scope='session')
 def tiny_bundle(tiny_dataset, tmp_path_factory):
     """A keypoints bundle (tiny HRNet, 96x72 input) trained for a few steps on tiny_dataset.
 

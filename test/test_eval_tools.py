@@ -18,7 +18,6 @@ import yaml
 from pose6d_ros.core import cli, metrics
 from pose6d_ros.core.bundle import BundleError, IMAGENET_NORMALISATION, load_bundle, save_bundle
 from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.data.bop import BopDataset
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.estimator import Estimator, EstimatorConfig
 from pose6d_ros.core.evaluate import PoseEvaluator
@@ -32,11 +31,6 @@ from pose6d_ros.core.results import ObjectPose
 EVAL_FILES = {'metrics.json', 'metrics.md', 'predictions.csv'} | {
     f'{c.key}_curve.png' for c in CURVES}
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-@pytest.fixture(scope='module')
-def dataset(tiny_dataset):
-    return BopDataset(tiny_dataset)
 
 
 @pytest.fixture(scope='module')

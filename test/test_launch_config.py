@@ -206,19 +206,20 @@ def test_launch_file_compiles_and_uses_no_eval_or_installs(name, tmp_path):
 
 def test_launch_arguments():
     node_args = _launch_arguments('pose6d.launch.py')
-    assert set(node_args) == {'params_file', 'model', 'device', 'namespace', 'image_topic',
-                              'camera_info_topic', 'image_transport'}
+    assert set(node_args) == {'params_file', 'model', 'device', 'onnx_model', 'namespace',
+                              'image_topic', 'camera_info_topic', 'image_transport'}
     assert node_args['image_topic'] == '/camera/image_raw'
     assert node_args['camera_info_topic'] == '/camera/camera_info'
     webcam_args = _launch_arguments('webcam.launch.py')
     assert {'video_device', 'image_size', 'camera_info_url', 'camera_frame', 'base_frame', 'x',
-            'y', 'z', 'roll', 'pitch', 'yaw', 'model', 'device', 'namespace', 'params_file',
-            'rviz'} <= set(webcam_args)
+            'y', 'z', 'roll', 'pitch', 'yaw', 'model', 'device', 'onnx_model', 'namespace',
+            'params_file', 'rviz'} <= set(webcam_args)
     assert webcam_args['video_device'] == '/dev/video0'
     assert webcam_args['base_frame'] == 'base_link'
     for args in (node_args, webcam_args):
         assert args['model'] == '' and args['namespace'] == 'pose6d'
         assert args['device'] == PARAMETERS['device'].default
+        assert args['onnx_model'] == PARAMETERS['onnx_model'].default
     assert node_args['image_transport'] == PARAMETERS['image_transport'].default
     assert yaml.safe_load(webcam_args['image_size']) == [640, 480]
 

@@ -226,6 +226,7 @@ def test_node_parameters_are_validated(ros):
         assert not result.successful and 'target_frame' in result.reason
         assert not set_one('frame_prefix', 'has space/').successful
         assert not set_one('model', 'elsewhere').successful          # read-only
+        assert not set_one('onnx_model', 'model_int8.onnx').successful
         assert set_one('min_score', 0.8).successful
         assert node.pipeline.config.min_score == 0.8
         assert set_one('objects', 'mug').successful

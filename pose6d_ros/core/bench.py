@@ -91,7 +91,7 @@ def bench_pnp(trials=2000, seed=0, threads=1):
 
 
 def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=20, seed=0,
-                compile_network=False, references=True):
+                compile_network=False, references=True, onnx=None):
     """Per-stage latency of a bundle's estimator, with two references measured in the same run.
 
     Frames are rendered views of the bundle's objects over procedural backgrounds when their
@@ -105,17 +105,17 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
     from pose6d_ros.core.bundle import load_bundle
     from pose6d_ros.core.estimator import select_device
 
-    device = select_device(device)
+    device = select_device('cpu' if onnx and device in (None, 'auto') else device)
     threads = torch.get_num_threads()  # the estimators set their own (cpus.py): restored after
     try:
         return _bench_model(load_bundle(bundle_path), bundle_path, device, size, frames, warmup,
-                            seed, compile_network, references)
+                            seed, compile_network, references, onnx)
     finally:
         torch.set_num_threads(threads)
 
 
 def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compile_network,
-                 references):
+                 references, onnx):
     import torch
 
     from pose6d_ros.core.estimator import Estimator, EstimatorConfig
@@ -136,19 +136,33 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
                          bundle.objects, bundle.input_size, bundle.card['normalisation'],
                          device=device, config=config)
 
-    ours = make(EstimatorConfig(profile=True, compile=compile_network))
+    if onnx:
+        from pose6d_ros.core.estimator import load_onnx_network
+
+        config = EstimatorConfig(profile=True, onnx=onnx)  # --compile: for reference_pytorch
+        network, device = load_onnx_network(bundle, device, config)
+        ours = make(config, network)
+    else:
+        ours = make(EstimatorConfig(profile=True, compile=compile_network))
     report = {
         'benchmark': 'model', 'bundle': str(bundle_path), 'method': bundle.method,
         'classes': len(bundle.objects), 'input_size': list(bundle.input_size),
         'image_size': [width, height], 'frames': frames, 'warmup': warmup, 'device': device,
         'device_name': (torch.cuda.get_device_name(device) if device.startswith('cuda')
                         else f'{torch.get_num_threads()} CPU threads'),
-        'frame_source': source, 'compile': compile_network,
+        'frame_source': source, 'compile': compile_network, 'backend': ours.backend,
+        'onnx': str(onnx) if onnx else None,
     }
     report['ours'] = _time_estimator(ours, images, camera, frames, warmup, device)
     network_median = report['ours']['stages_ms']['network']['median']
     total_median = report['ours']['stages_ms']['total']['median']
     report['end_to_end_over_network'] = round(total_median / network_median, 3)
+    if references and onnx:  # what the ONNX file gains over our own PyTorch path
+        pytorch = make(EstimatorConfig(profile=True, compile=compile_network))
+        report['reference_pytorch'] = _time_estimator(pytorch, images, camera, frames, warmup,
+                                                      device, per_stage=False)
+        report['speedup_over_pytorch'] = round(
+            report['reference_pytorch']['total_ms_median'] / total_median, 2)
     if references:
         from pose6d_ros.core.reference_decode import PythonDecoding
 
@@ -237,9 +251,13 @@ def format_bench(report):
              f'{report["input_size"][1]}, images {report["image_size"][0]}x'
              f'{report["image_size"][1]}, {report["device"]} ({report["device_name"]}), '
              f'frames: {report["frame_source"]}',
-             f'  ours: {ours["fps"]} fps end to end; median ms per stage: ' + ', '.join(
+             f'  ours ({report.get("backend", "pytorch")}): {ours["fps"]} fps end to end; '
+             'median ms per stage: ' + ', '.join(
                  f'{k} {v["median"]}' for k, v in ours['stages_ms'].items()),
              f'  end-to-end / network-only: {report["end_to_end_over_network"]}']
+    if 'reference_pytorch' in report:
+        lines.append(f'  our PyTorch path: {report["reference_pytorch"]["fps"]} fps (the ONNX '
+                     f'model is {report["speedup_over_pytorch"]}x)')
     if 'reference_eager_fp32' in report:
         lines.append(f'  eager fp32 reference: {report["reference_eager_fp32"]["fps"]} fps '
                      f'(ours is {report["speedup_over_eager_fp32"]}x)')

@@ -46,6 +46,9 @@ def build_parser():
                        help='timed frames after warm-up (default: 200)')
     bench.add_argument('--warmup', type=_non_negative_int, default=20)
     bench.add_argument('--compile', action='store_true', help='torch.compile the network')
+    bench.add_argument('--onnx', metavar='FILE',
+                       help='time the network from this ONNX file of the bundle (onnxruntime, '
+                            'CPU; e.g. from pose6d export --format onnx-int8)')
     bench.add_argument('--no-references', action='store_true',
                        help='skip the eager-fp32 and DOPE-sized reference runs')
     bench.add_argument('--json', action='store_true', help='print only the JSON report')
@@ -182,7 +185,7 @@ def _run_bench_model(args):
 
     report = bench_model(args.model, device=args.device, size=args.size, frames=args.frames,
                          warmup=args.warmup, compile_network=args.compile,
-                         references=not args.no_references)
+                         references=not args.no_references, onnx=args.onnx)
     print(json.dumps(report, indent=2) if args.json else format_bench(report))
     return 0
 

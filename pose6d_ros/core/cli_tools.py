@@ -9,6 +9,9 @@ from __future__ import annotations
 import shlex
 import sys
 
+ONNX_HELP = ('run the network from this ONNX file of the bundle with onnxruntime on the CPU '
+             '(written by pose6d export, e.g. --format onnx-int8)')
+
 
 def register(commands):
     """Add the eval, predict and export sub-commands to the `pose6d` parser."""
@@ -33,6 +36,7 @@ def register(commands):
                           help='auto (CUDA when present), cpu or cuda[:N] (default: auto)')
     evaluate.add_argument('--max-images', type=_positive_int, metavar='N',
                           help='evaluate only the first N images')
+    evaluate.add_argument('--onnx', metavar='FILE', help=ONNX_HELP)
     evaluate.add_argument('--force', action='store_true', help='overwrite an existing DIR')
     evaluate.set_defaults(run=_run_eval)
 
@@ -50,21 +54,35 @@ def register(commands):
                          help='also write the poses (quaternions x, y, z, w; metres)')
     predict.add_argument('--device', default='auto',
                          help='auto (CUDA when present), cpu or cuda[:N] (default: auto)')
+    predict.add_argument('--onnx', metavar='FILE', help=ONNX_HELP)
     predict.add_argument('--force', action='store_true', help='overwrite existing outputs')
     predict.set_defaults(run=_run_predict)
 
     export = commands.add_parser(
         'export', help='export a bundle\'s network to ONNX, checked against PyTorch',
         description='Exports the network only (raw output tensors; decoding and PnP stay in '
-                    'Python) and checks onnxruntime against PyTorch on a sample input. Needs '
+                    'Python) and checks onnxruntime against PyTorch on a sample input. '
+                    'onnx-int8: int8 weights and activations for a fast CPU path, calibrated '
+                    'on --calibration images (default: views rendered from the bundle\'s '
+                    'meshes) and checked by the keypoints it finds against fp32. Needs '
                     'pip install -e ".[export]".')
     export.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
-    export.add_argument('--format', required=True, choices=('onnx',), help='export format')
-    export.add_argument('--out', metavar='FILE', help='output file (default: BUNDLE/model.onnx)')
+    export.add_argument('--format', required=True, choices=('onnx', 'onnx-int8'),
+                        help='export format')
+    export.add_argument('--out', metavar='FILE',
+                        help='output file (default: BUNDLE/model.onnx or BUNDLE/model_int8.onnx)')
     export.add_argument('--opset', type=_positive_int, default=17,
                         help='ONNX opset version (default: 17)')
     export.add_argument('--dynamic-batch', action='store_true',
                         help='variable batch size (default: batch 1)')
+    export.add_argument('--calibration', metavar='DIR',
+                        help='onnx-int8: pose6d synth / BOP folder of calibration images '
+                             '(default: views rendered from the bundle\'s meshes)')
+    export.add_argument('--calibration-images', type=_positive_int, default=32, metavar='N',
+                        help='onnx-int8: frames to calibrate on (default: 32; 8 more check)')
+    export.add_argument('--max-keypoint-shift', type=float, default=2.0, metavar='PX',
+                        help='onnx-int8: refuse when the keypoints move more than this '
+                             '(median, network-input pixels) against fp32 (default: 2)')
     export.add_argument('--force', action='store_true', help='overwrite an existing FILE')
     export.set_defaults(run=_run_export)
 
@@ -87,20 +105,21 @@ def _run_eval(args):
 
     args.command_name = 'eval'
     command = _command(args, ('model', 'data', 'split', 'objects', 'out', 'device',
-                              'max-images', 'force'))
+                              'max-images', 'onnx', 'force'))
     document = evaluate_model(args.model, args.data, split=args.split, object_ids=args.objects,
                               out=args.out, device=args.device, max_images=args.max_images,
-                              force=args.force, command=command)
+                              force=args.force, command=command, onnx=args.onnx)
     print(document['markdown'])
     print(f'written to {document["out"]}: {", ".join(document["files"])}')
     return 0
 
 
 def _run_predict(args):
-    from pose6d_ros.core.estimator import Estimator
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
     from pose6d_ros.core.report import bundle_info, predict_image
 
-    estimator = Estimator.from_bundle(args.model, device=args.device)
+    estimator = Estimator.from_bundle(args.model, device=args.device,
+                                      config=EstimatorConfig(onnx=args.onnx))
     poses = predict_image(estimator, args.image, args.out, camera=args.camera,
                           json_path=args.json, force=args.force, bundle=bundle_info(args.model),
                           warn=lambda text: print(f'pose6d predict: warning: {text}',
@@ -117,6 +136,18 @@ def _run_predict(args):
 def _run_export(args):
     from pose6d_ros.core.export import export_model, format_result
 
+    if args.format == 'onnx-int8':
+        from pose6d_ros.core import quantize
+
+        if args.dynamic_batch:
+            print('pose6d export: note: onnx-int8 is written for batch 1; the estimator runs '
+                  'a batch one image at a time', file=sys.stderr)
+        result = quantize.export_int8(args.model, out=args.out, calibration=args.calibration,
+                                      images=args.calibration_images, opset=args.opset,
+                                      force=args.force, log=print,
+                                      max_keypoint_shift=args.max_keypoint_shift)
+        print(quantize.format_result(result))
+        return 0
     result = export_model(args.model, args.format, out=args.out, opset=args.opset,
                           dynamic_batch=args.dynamic_batch, force=args.force, log=print)
     print(format_result(result))

@@ -35,6 +35,8 @@ class EstimatorConfig:
     compile: bool = False                 # torch.compile (CUDA graphs on a GPU: fixed size)
     profile: bool = False                 # synchronise between stages for exact timings
     threads: int = 0                      # CPU threads; 0: torch's, capped by cpus.py's rule
+    onnx: str | None = None               # run the network from this ONNX file (onnxruntime,
+    #                                       CPU; `pose6d export`) instead of PyTorch
 
 
 def select_device(device='auto'):
@@ -81,7 +83,11 @@ class Estimator:
         from pose6d_ros.core.bundle import load_bundle
 
         bundle = load_bundle(path)
-        network = bundle.build_network()
+        config = config or EstimatorConfig()
+        if config.onnx:
+            network, device = load_onnx_network(bundle, device, config)
+        else:
+            network = bundle.build_network()
         method = get_method(bundle.method, len(bundle.objects), bundle.card['network'],
                             bundle.card.get('decoder'))
         return cls(network, method, bundle.objects, bundle.input_size,
@@ -191,6 +197,8 @@ class Estimator:
 
     def _prepare(self, network):
         """The network on the device, in eval mode, optimised as configured."""
+        if not isinstance(network, torch.nn.Module):  # an OnnxNetwork: onnxruntime's own
+            return network
         network = network.eval()
         if self.config.optimize:
             from pose6d_ros.core.nets.fuse import fuse_conv_bn
@@ -206,6 +214,12 @@ class Estimator:
                 network = torch.compile(network, dynamic=False, options={'freezing': True})
         return network
 
+    @property
+    def backend(self):
+        """What runs the network: 'pytorch', 'onnxruntime float32' or 'onnxruntime int8'."""
+        precision = getattr(self.network, 'precision', None)
+        return 'pytorch' if precision is None else f'onnxruntime {precision}'
+
     def _sync(self):
         if self.config.profile and self.device.startswith('cuda'):
             torch.cuda.synchronize(self.device)
@@ -219,3 +233,16 @@ class Estimator:
             raise Pose6dError(f'image is {image.shape[1]}x{image.shape[0]} but the camera is '
                               f'{camera.width}x{camera.height}')
         return Letterbox.fit(camera.width, camera.height, *self.input_size)
+
+
+def load_onnx_network(bundle, device, config):
+    """(OnnxNetwork, 'cpu') for `config.onnx`; refuses what it cannot honour."""
+    from pose6d_ros.core.onnx_network import OnnxNetwork
+
+    if device not in (None, 'auto', 'cpu'):
+        raise Pose6dError(f'an ONNX model runs on the CPU (onnxruntime); device {device!r} was '
+                          'asked for: use device "cpu" or "auto", or drop the ONNX model')
+    if config.compile:
+        raise Pose6dError('compile applies to the PyTorch network, not to an ONNX model; '
+                          'turn one of them off')
+    return OnnxNetwork(config.onnx, bundle, threads=inference_threads(config.threads)), 'cpu'

@@ -95,19 +95,21 @@ def check_output_dir(out_dir, force):
 
 
 def evaluate_model(model, data, split=None, object_ids=None, out=None, device='auto',
-                   max_images=None, force=False, command=None, progress=None, log=None):
+                   max_images=None, force=False, command=None, progress=None, log=None,
+                   onnx=None):
     """`pose6d eval`: load the bundle and the dataset, evaluate, write the folder.
 
+    onnx: run the network from this ONNX file of the bundle (onnx_network.py).
     Returns the metrics document (what metrics.json holds, with 'out' added).
     """
     from pose6d_ros.core.data.bop import BopDataset
-    from pose6d_ros.core.estimator import Estimator
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
 
     dataset = BopDataset(data, split=split, object_ids=object_ids)
     out_dir = Path(out) if out is not None else default_eval_dir(model, dataset)
     check_output_dir(out_dir, force)  # before the long part
-    estimator = Estimator.from_bundle(model, device=device)
-    info = {'command': command, 'bundle': bundle_info(model)}
+    estimator = Estimator.from_bundle(model, device=device, config=EstimatorConfig(onnx=onnx))
+    info = {'command': command, 'bundle': bundle_info(model), 'backend': estimator.backend}
     return run_eval(estimator, dataset, out_dir, max_images=max_images, object_ids=object_ids,
                     force=force, info=info, progress=progress, log=log)
 
@@ -253,6 +255,7 @@ def metrics_document(evaluator, summary, objects, dataset, images, info=None,
                     'images': int(images), 'instances': int(summary['instances'])},
         'date': datetime.now().astimezone().isoformat(timespec='seconds'),
         'device': device,
+        'backend': info.get('backend'),   # 'pytorch' or 'onnxruntime <precision>'
         'thresholds': {
             'add': f'{metrics.ADD_THRESHOLD} of the diameter (ADD-S for symmetric objects)',
             '5cm5deg': f'{metrics.CM_DEG_THRESHOLDS[0]} m and {metrics.CM_DEG_THRESHOLDS[1]} deg',
@@ -298,6 +301,9 @@ def markdown_table(document):
              f'of {dataset.get("name", "?")}/{dataset.get("split", "?")}']
     if fps:
         device = document.get('device')
+        backend = document.get('backend')
+        if device and backend and backend != 'pytorch':
+            device = f'{device} with {backend}'
         notes.append(f'{fps:.1f} fps' + (f' on {device}' if device else '')
                      + ' (estimator only, one image at a time)')
     return '\n'.join(lines) + '\n\n' + '; '.join(notes) + '.\n'

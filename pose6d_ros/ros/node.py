@@ -148,10 +148,11 @@ class Pose6dPhases:
                 self.get_logger().info('compiling the network (torch.compile) before '
                                        'subscribing; this takes about a minute')
             estimator = load_estimator(model, self._param('device'), self._param('compile'),
-                                       self._param('cpu_threads'))
+                                       self._param('cpu_threads'), self._param('onnx_model'))
         self.pipeline = FramePipeline(estimator, self._pipeline_config(), self.types)
         names = ', '.join(self.pipeline.object_names or []) or '?'
         self.get_logger().info(f'pose estimation on {getattr(estimator, "device", "?")} '
+                               f'with {getattr(estimator, "backend", "pytorch")} '
                                f'(objects: {names})')
         self._outputs = {
             'poses': self.create_publisher(PoseArray, 'poses', 10),

@@ -235,7 +235,7 @@ class FramePipeline:
                            mesh_resources=mesh_resources or {})
 
 
-def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0):
+def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0, onnx=''):
     """Estimator.from_bundle(bundle, device) ('auto': CUDA when present).
 
     Pose6dError if the estimator cannot be imported, and whatever from_bundle raises for a bad
@@ -244,6 +244,7 @@ def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0):
     compile_network: torch.compile the network (CUDA graphs on a GPU; the input size is the
     bundle's, whatever the camera), compiled here by a warm-up rather than on the first frame.
     cpu_threads: the network's threads on a CPU (0: as many as the process may use).
+    onnx: run the network from this ONNX file of the bundle (onnxruntime, CPU); '' = PyTorch.
     """
     try:
         from pose6d_ros.core.estimator import Estimator, EstimatorConfig
@@ -252,7 +253,8 @@ def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0):
                           f'{exc}') from None
     estimator = Estimator.from_bundle(bundle, device=device,
                                       config=EstimatorConfig(compile=compile_network,
-                                                             threads=cpu_threads))
+                                                             threads=cpu_threads,
+                                                             onnx=onnx or None))
     if compile_network:
         try:
             estimator.warm_up()

@@ -1,0 +1,103 @@
+"""A bundle's network run by onnxruntime on the CPU, in place of the PyTorch module.
+
+`pose6d export` writes the ONNX file (fp32, or int8 with `--format onnx-int8`); the
+estimator runs it when given `EstimatorConfig(onnx=FILE)`. Only the network changes:
+letterbox, decoding and PnP are the same code as with PyTorch. On a CPU without a GPU the
+int8 file is the fast path (`pose6d bench --onnx FILE` measures it beside the PyTorch
+references).
+
+The file must come from the same bundle: its `pose6d.*` metadata (export.py) is compared with
+the bundle's card, and a file from another model is refused before any frame is run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pose6d_ros.core.errors import Pose6dError
+
+# card keys compared with the file's `pose6d.<key>` metadata
+CHECKED_KEYS = ('method', 'classes', 'input_size', 'normalisation', 'network')
+
+
+class OnnxNetwork:
+    """Callable like the PyTorch network: (B, 3, H, W) float tensor -> dict of tensors.
+
+    The outputs are the method's raw tensors (export.OUTPUTS); the corners network's anchors,
+    which are not in the graph, are added from the bundle's network.
+    """
+
+    def __init__(self, path, bundle, threads=1):
+        from pose6d_ros.core.export import _require_onnx, INPUT_NAME, OUTPUTS
+
+        _onnx, onnxruntime = _require_onnx()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise Pose6dError(f'ONNX model not found: {self.path} (write one with `pose6d '
+                              f'export --model BUNDLE --format onnx-int8`)')
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3   # errors only: no optimiser chatter on stderr
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=['CPUExecutionProvider'])
+        except Exception as exc:  # onnxruntime raises its own types for a bad file
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise Pose6dError(f'{self.path} is not a readable ONNX model ({first_line})') from None
+        self.metadata = self.session.get_modelmeta().custom_metadata_map
+        check_matches_bundle(self.metadata, bundle.card, self.path)
+        self.precision = self.metadata.get('pose6d.precision', 'float32')
+        self.input_name = INPUT_NAME
+        self.output_names = tuple(OUTPUTS[bundle.method])
+        shape = self.session.get_inputs()[0].shape
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self.anchors = None
+        if bundle.method == 'corners':
+            width, height = bundle.input_size
+            self.anchors = bundle.build_network().anchors(height, width)
+
+    def __call__(self, tensor):
+        images = tensor.detach().cpu().float().contiguous().numpy()
+        if self.fixed_batch is not None and images.shape[0] != self.fixed_batch:
+            parts = [self._run(images[i:i + 1]) for i in range(images.shape[0])]
+            arrays = [np.concatenate(columns) for columns in zip(*parts)]
+        else:
+            arrays = self._run(images)
+        outputs = dict(zip(self.output_names, map(torch.from_numpy, arrays)))
+        if self.anchors is not None:
+            outputs['anchors'] = self.anchors
+        return outputs
+
+    def _run(self, images):
+        return self.session.run(list(self.output_names), {self.input_name: images})
+
+    def __repr__(self):
+        return f'OnnxNetwork({str(self.path)!r}, {self.precision})'
+
+
+def check_matches_bundle(metadata, card, path):
+    """Pose6dError unless the ONNX metadata describes the bundle's own network."""
+    if metadata.get('pose6d.format') != 'pose6d-onnx/1':
+        raise Pose6dError(f'{path} was not written by `pose6d export` (no pose6d metadata); '
+                          'export it again from the bundle')
+    for key in CHECKED_KEYS:
+        try:
+            text = metadata[f'pose6d.{key}']
+            value = text if key == 'method' else json.loads(text)
+        except (KeyError, ValueError):
+            raise Pose6dError(f'{path} lacks readable pose6d.{key} metadata; export it again '
+                              'from the bundle') from None
+        expected = card[key] if key != 'input_size' else list(card[key])
+        if _plain(value) != _plain(expected):
+            raise Pose6dError(f'{path} is not an export of this bundle: its {key} is '
+                              f'{value!r} but the bundle\'s card has {expected!r}')
+
+
+def _plain(value):
+    """A value as JSON would give it back (tuples -> lists), for comparison."""
+    return json.loads(json.dumps(value))
