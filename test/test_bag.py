@@ -253,8 +253,8 @@ def test_cli_bag_with_an_injected_estimator(tmp_path, monkeypatch, capsys):
 
     loaded = []
 
-    def fake_load(bundle, device='auto'):
-        loaded.append((bundle, device))
+    def fake_load(bundle, device='auto', onnx=''):
+        loaded.append((bundle, device, onnx))
         return FrameIndexEstimator()
 
     monkeypatch.setattr(pipeline, 'load_estimator', fake_load)
@@ -262,7 +262,7 @@ def test_cli_bag_with_an_injected_estimator(tmp_path, monkeypatch, capsys):
     argv = ['bag', '--model', 'bundle_dir', '--in', str(in_bag), '--out', str(tmp_path / 'out'),
             '--device', 'cpu', '--objects', 'mug']
     assert cli.main(argv) == 0
-    assert loaded == [('bundle_dir', 'cpu')]
+    assert loaded == [('bundle_dir', 'cpu', '')]
     assert '2 frames, 2 processed, 0 skipped, 2 object instances' in capsys.readouterr().out
     assert cli.main(argv) == 1
     assert 'pose6d: error: output bag' in capsys.readouterr().err
@@ -272,6 +272,9 @@ def test_cli_bag_with_an_injected_estimator(tmp_path, monkeypatch, capsys):
     assert cli.main(['bag', '--model', 'b', '--in', str(in_bag), '--out', str(tmp_path / 'o2'),
                      '--image-topic', '/nope']) == 1
     assert "has no topic '/nope'" in capsys.readouterr().err
+    assert cli.main(['bag', '--model', 'b', '--in', str(in_bag), '--out', str(tmp_path / 'o3'),
+                     '--onnx', 'b/model_int8.onnx']) == 0
+    assert loaded[-1] == ('b', 'auto', 'b/model_int8.onnx')
 
 
 def test_cli_bag_without_an_estimator_module_is_a_clear_error(tmp_path, monkeypatch, capsys):

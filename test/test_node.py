@@ -5,6 +5,7 @@ Also the guarantee that the bag tool, the pipeline and the conversions never imp
 
 import importlib.util
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import time
@@ -233,6 +234,27 @@ def test_node_parameters_are_validated(ros):
         assert node.pipeline.config.objects == ('mug',)
     finally:
         harness.close()
+
+
+@needs_ros
+def test_node_runs_the_network_of_its_onnx_model_parameter(ros, learned_bundle, tmp_path):
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed: '
+                                              'pip install -e ".[export]"')
+    from rclpy.parameter import Parameter
+
+    from pose6d_ros.core.export import export_model
+    from pose6d_ros.ros.node import Pose6dNode
+
+    bundle = shutil.copytree(learned_bundle[0], tmp_path / 'bundle')
+    export_model(bundle, 'onnx')
+    node = Pose6dNode(parameter_overrides=[Parameter('model', value=str(bundle)),
+                                           Parameter('device', value='cpu'),
+                                           Parameter('onnx_model', value='model.onnx')])
+    try:
+        assert node.pipeline.estimator.backend == 'onnxruntime float32'
+        assert node.pipeline.estimator.network.path == bundle / 'model.onnx'
+    finally:
+        node.destroy_node()
 
 
 @needs_ros

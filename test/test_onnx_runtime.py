@@ -49,7 +49,8 @@ def int8_file(int8_export):
 
 @pytest.fixture(scope='module')
 def fp32_file(bundle):
-    assert cli.main(['export', '--model', str(bundle), '--format', 'onnx']) == 0
+    assert cli.main(['export', '--model', str(bundle), '--format', 'onnx',
+                     '--dynamic-batch']) == 0
     return bundle / 'model.onnx'
 
 
@@ -94,6 +95,13 @@ def test_fp32_onnx_gives_the_pytorch_poses(bundle, fp32_file, dataset):
         for a, b in zip(poses, onnx_poses):
             assert np.abs(a.keypoints - b.keypoints)[np.isfinite(a.keypoints)].max() < 0.01
             assert np.abs(a.t - b.t).max() < 1e-4
+    # a variable-batch file takes the whole batch in one run, with the single-image results
+    assert onnx_estimator.network.fixed_batch is None
+    batch = onnx_estimator.batch([s.load_image() for s in samples], [s.camera for s in samples])
+    for poses, single in zip(batch, got):
+        assert [p.object_name for p in poses] == [p.object_name for p in single]
+        for a, b in zip(poses, single):
+            assert np.abs(a.t - b.t).max() < 1e-6
 
 
 def test_int8_export_is_quantized_and_finds_what_fp32_finds(bundle, int8_export, fp32_file,
@@ -163,7 +171,7 @@ def test_int8_calibrates_on_rendered_views_by_default(tmp_path, dataset):
     network = get_method('corners', 1, config).build_network()
     path = save_bundle(tmp_path / 'corners', 'corners', network.config_dict(),
                        network.state_dict(), dataset.object_set, (96, 96))
-    result = export_int8(path, images=4, max_keypoint_shift=float('inf'))
+    result = export_int8(path, images=4, skip_check=True)   # random weights: nothing to match
     assert result.path == path / 'model_int8.onnx' and result.calibration_images == 4
     assert 'rendered views' in result.calibration
     # every level's head layers stay fp32 (three outputs, concatenated over the levels)
@@ -207,10 +215,72 @@ def test_onnx_files_that_do_not_fit_are_refused(bundle, fp32_file, tmp_path, dat
     onnx.save(model, str(tmp_path / 'bare.onnx'))
     with pytest.raises(Pose6dError, match='was not written by `pose6d export`'):
         load(tmp_path / 'bare.onnx')
+    # the same card, other weights (a bundle retrained since the export)
+    retrained = tmp_path / 'retrained'
+    shutil.copytree(bundle, retrained)
+    weights = torch.load(retrained / 'weights.pt')
+    next(v for v in weights.values() if v.is_floating_point()).mul_(1.01)
+    torch.save(weights, retrained / 'weights.pt')
+    with pytest.raises(Pose6dError, match='exported from other weights than .*export it again'):
+        Estimator.from_bundle(retrained, device='cpu',
+                              config=EstimatorConfig(onnx=str(retrained / 'model.onnx')))
     with pytest.raises(Pose6dError, match="runs on the CPU .*device 'cuda'"):
         load(fp32_file, device='cuda')
-    with pytest.raises(Pose6dError, match='compile applies to the PyTorch network'):
+    with pytest.raises(Pose6dError, match='compile .*applies to the PyTorch network'):
         load(fp32_file, compile=True)
+
+
+def test_a_relative_onnx_path_is_found_in_the_bundle(bundle, int8_file, tmp_path,
+                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)                     # not where the file is
+    estimator = Estimator.from_bundle(bundle, device='cpu',
+                                      config=EstimatorConfig(onnx='model_int8.onnx'))
+    assert estimator.network.path == bundle / 'model_int8.onnx'
+    with pytest.raises(Pose6dError, match=f'ONNX model not found: {tmp_path}/other.onnx nor '
+                                          f'{bundle}/other.onnx'):
+        Estimator.from_bundle(bundle, device='cpu', config=EstimatorConfig(onnx='other.onnx'))
+
+
+def test_the_int8_check_refuses_what_it_cannot_vouch_for(bundle, tiny_dataset, tmp_path,
+                                                         monkeypatch, capsys):
+    from pose6d_ros.core import quantize
+
+    fine = {'compared': 60, 'missed': 2, 'median_shift_px': 0.3, 'p95_shift_px': 1.0}
+    assert quantize.check_problem(fine) is None
+    assert 'finds no object' in quantize.check_problem(
+        {'compared': 0, 'missed': 0, 'median_shift_px': float('nan'), 'p95_shift_px': 0})
+    assert 'loses 9 of the 9 keypoints' in quantize.check_problem(
+        {'compared': 0, 'missed': 9, 'median_shift_px': float('nan'), 'p95_shift_px': 0})
+    assert 'loses 8 of the 60' in quantize.check_problem({**fine, 'compared': 52, 'missed': 8})
+    assert 'move by 2.50 px' in quantize.check_problem({**fine, 'median_shift_px': 2.5})
+
+    # fp32 finds nothing on the check frames: refused, nothing written; --skip-check writes
+    monkeypatch.setattr(quantize, 'keypoint_agreement', lambda *args: {
+        'compared': 0, 'missed': 0, 'median_shift_px': float('nan'), 'p95_shift_px': 0})
+    out = tmp_path / 'int8.onnx'
+    argv = ['export', '--model', str(bundle), '--format', 'onnx-int8', '--out', str(out),
+            '--calibration', str(tiny_dataset), '--calibration-images', '4']
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and 'fp32 finds no object' in error[0] and 'not written' in error[0]
+    assert not out.exists() and not list(tmp_path.iterdir())
+    assert cli.main(argv + ['--skip-check']) == 0
+    assert 'warning: int8 check failed' in capsys.readouterr().out and out.is_file()
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--opset', '11'], '--opset must be at least 13 for onnx-int8'),
+    (['--max-keypoint-shift', 'nan'], '--max-keypoint-shift must be a positive number'),
+    (['--max-keypoint-shift', '-1'], '--max-keypoint-shift must be a positive number'),
+    (['--calibration-images', '20'], 'has 24 images; 28 are needed'),
+])
+def test_int8_export_bad_arguments(bundle, tiny_dataset, tmp_path, capsys, extra, message):
+    out = tmp_path / 'int8.onnx'
+    assert cli.main(['export', '--model', str(bundle), '--format', 'onnx-int8', '--out',
+                     str(out), '--calibration', str(tiny_dataset)] + extra) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0], error
+    assert not out.exists()
 
 
 def test_eval_predict_and_bench_take_onnx(bundle, int8_file, tiny_dataset, tmp_path, capsys):
@@ -224,8 +294,10 @@ def test_eval_predict_and_bench_take_onnx(bundle, int8_file, tiny_dataset, tmp_p
 
     image = next((tiny_dataset / 'train').rglob('rgb/*'))
     assert cli.main(['predict', '--model', str(bundle), '--image', str(image), '--out',
-                     str(tmp_path / 'overlay.png'), '--onnx', str(int8_file)]) == 0
+                     str(tmp_path / 'overlay.png'), '--json', str(tmp_path / 'poses.json'),
+                     '--onnx', str(int8_file)]) == 0
     assert (tmp_path / 'overlay.png').is_file()
+    assert json.loads((tmp_path / 'poses.json').read_text())['backend'] == 'onnxruntime int8'
 
     capsys.readouterr()
     assert cli.main(['bench', '--model', str(bundle), '--size', '80x60', '--frames', '2',
@@ -233,6 +305,7 @@ def test_eval_predict_and_bench_take_onnx(bundle, int8_file, tiny_dataset, tmp_p
     report = json.loads(capsys.readouterr().out)
     assert report['backend'] == 'onnxruntime int8' and report['device'] == 'cpu'
     assert report['onnx'] == str(int8_file) and report['ours']['fps'] > 0
+    assert report['compile'] is False and report['reference_pytorch']['compile'] is False
     # our PyTorch path is timed in the same run, beside the two usual references
     for name in ('pytorch', 'eager_fp32', 'dope'):
         assert report[f'reference_{name}']['fps'] > 0, name
@@ -247,13 +320,12 @@ def test_eval_predict_and_bench_take_onnx(bundle, int8_file, tiny_dataset, tmp_p
 
 
 def test_node_pipeline_loads_the_onnx_model(bundle, int8_file):
-    from pose6d_ros.ros.parameters import PARAMETERS, validate
+    from pose6d_ros.ros.parameters import PARAMETERS
     from pose6d_ros.ros.pipeline import load_estimator
 
     assert PARAMETERS['onnx_model'].default == '' and PARAMETERS['onnx_model'].read_only
-    assert validate('onnx_model', str(int8_file)) is None
     assert load_estimator(bundle, 'cpu').backend == 'pytorch'
     estimator = load_estimator(bundle, 'auto', onnx=str(int8_file))
     assert estimator.backend == 'onnxruntime int8'
-    with pytest.raises(Pose6dError, match='compile applies to the PyTorch network'):
+    with pytest.raises(Pose6dError, match='compile .*applies to the PyTorch network'):
         load_estimator(bundle, 'cpu', compile_network=True, onnx=str(int8_file))

@@ -150,7 +150,8 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
         'image_size': [width, height], 'frames': frames, 'warmup': warmup, 'device': device,
         'device_name': (torch.cuda.get_device_name(device) if device.startswith('cuda')
                         else f'{torch.get_num_threads()} CPU threads'),
-        'frame_source': source, 'compile': compile_network, 'backend': ours.backend,
+        'frame_source': source, 'compile': compile_network and not onnx,
+        'backend': ours.backend,
         'onnx': str(onnx) if onnx else None,
     }
     report['ours'] = _time_estimator(ours, images, camera, frames, warmup, device)
@@ -159,8 +160,8 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
     report['end_to_end_over_network'] = round(total_median / network_median, 3)
     if references and onnx:  # what the ONNX file gains over our own PyTorch path
         pytorch = make(EstimatorConfig(profile=True, compile=compile_network))
-        report['reference_pytorch'] = _time_estimator(pytorch, images, camera, frames, warmup,
-                                                      device, per_stage=False)
+        report['reference_pytorch'] = {'compile': compile_network, **_time_estimator(
+            pytorch, images, camera, frames, warmup, device, per_stage=False)}
         report['speedup_over_pytorch'] = round(
             report['reference_pytorch']['total_ms_median'] / total_median, 2)
     if references:

@@ -55,6 +55,12 @@ class Bundle:
         """(width, height) of the network input."""
         return tuple(self.card['input_size'])
 
+    def weights_sha256(self):
+        """SHA-256 of the weights file: ties an export to these weights."""
+        import hashlib
+
+        return hashlib.sha256((Path(self.path) / WEIGHTS).read_bytes()).hexdigest()
+
     def build_network(self):
         """The network with its weights loaded, in eval mode, on the CPU."""
         from pose6d_ros.core.nets.registry import build_network

@@ -45,12 +45,15 @@ def build_parser():
     bench.add_argument('--frames', type=_positive_int, default=200,
                        help='timed frames after warm-up (default: 200)')
     bench.add_argument('--warmup', type=_non_negative_int, default=20)
-    bench.add_argument('--compile', action='store_true', help='torch.compile the network')
+    bench.add_argument('--compile', action='store_true',
+                       help='torch.compile the network (with --onnx: our PyTorch reference)')
     bench.add_argument('--onnx', metavar='FILE',
                        help='time the network from this ONNX file of the bundle (onnxruntime, '
-                            'CPU; e.g. from pose6d export --format onnx-int8)')
+                            'CPU; e.g. from pose6d export --format onnx-int8), beside our '
+                            'PyTorch path')
     bench.add_argument('--no-references', action='store_true',
-                       help='skip the eager-fp32 and DOPE-sized reference runs')
+                       help='skip the reference runs (eager fp32, DOPE-sized, and with --onnx '
+                            'our PyTorch path)')
     bench.add_argument('--json', action='store_true', help='print only the JSON report')
     bench.set_defaults(run=_run_bench_model)
     benches = bench.add_subparsers(dest='bench', metavar='WHAT')
@@ -138,6 +141,9 @@ def build_parser():
                      help='namespace of the output topics (default: /pose6d)')
     bag.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
                      help='where the network runs (default: auto, CUDA when present)')
+    bag.add_argument('--onnx', metavar='FILE',
+                     help='run the network from this ONNX file of the bundle with onnxruntime '
+                          'on the CPU (as the node\'s onnx_model parameter)')
     bag.add_argument('--min-score', type=float, default=0.5,
                      help='keep instances with at least this score (default: 0.5)')
     bag.add_argument('--max-reprojection-error', type=float, default=0.0, metavar='PX',
@@ -241,9 +247,9 @@ def _run_bag(args):
                             max_reprojection_error=args.max_reprojection_error,
                             objects=tuple(args.objects))
     config.validated()
-    estimator = load_estimator(args.model, args.device)
-    print(f'pose6d bag: model {args.model} on {getattr(estimator, "device", "?")}',
-          file=sys.stderr)
+    estimator = load_estimator(args.model, args.device, onnx=args.onnx or '')
+    print(f'pose6d bag: model {args.model} on {getattr(estimator, "device", "?")} with '
+          f'{getattr(estimator, "backend", "pytorch")}', file=sys.stderr)
     summary = run_bag(estimator, args.in_bag, args.out_bag, image_topic=args.image_topic,
                       info_topic=args.info_topic, ns=args.ns, config=config,
                       storage=None if args.storage == 'same' else args.storage,

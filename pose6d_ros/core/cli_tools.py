@@ -83,6 +83,9 @@ def register(commands):
     export.add_argument('--max-keypoint-shift', type=float, default=2.0, metavar='PX',
                         help='onnx-int8: refuse when the keypoints move more than this '
                              '(median, network-input pixels) against fp32 (default: 2)')
+    export.add_argument('--skip-check', action='store_true',
+                        help='onnx-int8: write the file even when the check against fp32 '
+                             'fails (to time an untrained network)')
     export.add_argument('--force', action='store_true', help='overwrite an existing FILE')
     export.set_defaults(run=_run_export)
 
@@ -145,7 +148,8 @@ def _run_export(args):
         result = quantize.export_int8(args.model, out=args.out, calibration=args.calibration,
                                       images=args.calibration_images, opset=args.opset,
                                       force=args.force, log=print,
-                                      max_keypoint_shift=args.max_keypoint_shift)
+                                      max_keypoint_shift=args.max_keypoint_shift,
+                                      skip_check=args.skip_check)
         print(quantize.format_result(result))
         return 0
     result = export_model(args.model, args.format, out=args.out, opset=args.opset,

@@ -151,7 +151,7 @@ class Estimator:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
         tensor = (tensor - self._mean) / self._std
-        if self.config.optimize:
+        if self.config.optimize and isinstance(self.network, torch.nn.Module):
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
@@ -243,6 +243,6 @@ def load_onnx_network(bundle, device, config):
         raise Pose6dError(f'an ONNX model runs on the CPU (onnxruntime); device {device!r} was '
                           'asked for: use device "cpu" or "auto", or drop the ONNX model')
     if config.compile:
-        raise Pose6dError('compile applies to the PyTorch network, not to an ONNX model; '
-                          'turn one of them off')
+        raise Pose6dError('compile (torch.compile) applies to the PyTorch network, not to an '
+                          'ONNX model (onnx_model / --onnx): turn one of them off')
     return OnnxNetwork(config.onnx, bundle, threads=inference_threads(config.threads)), 'cpu'

@@ -10,7 +10,9 @@ bundle's mean/std and letterboxed to its input size, and returns the method's ra
 The backbone `features` (distillation only) are left out. The corners anchors depend only on
 the input size and the network config: `nets.corners.make_anchors(CornersConfig, H, W)`
 rebuilds them. The file's metadata (`pose6d.*` keys) carries the card's method, classes,
-input size, normalisation, network and decoder config.
+input size, normalisation, network and decoder config, and the SHA-256 of its weights file
+(onnx_network.py refuses a file from other weights). `--format onnx-int8` (quantize.py) starts
+from this export.
 
 The export uses the TorchScript-based exporter (`dynamo=False`): it handles both networks and
 is several times faster here than the dynamo exporter. onnx and onnxruntime are optional
@@ -28,7 +30,7 @@ import warnings
 
 from pose6d_ros.core.errors import Pose6dError
 
-FORMATS = ('onnx',)
+FORMATS = ('onnx', 'onnx-int8')   # onnx-int8: quantize.py
 OUTPUTS = {'keypoints': ('belief', 'vectors'), 'corners': ('scores', 'boxes', 'corners')}
 INPUT_NAME = 'image'
 DEFAULT_OPSET = 17
@@ -88,6 +90,10 @@ def export_model(bundle_path, fmt='onnx', out=None, opset=DEFAULT_OPSET, dynamic
     """
     if fmt not in FORMATS:
         raise Pose6dError(f'unknown export format {fmt!r}; expected one of {", ".join(FORMATS)}')
+    if fmt == 'onnx-int8':
+        from pose6d_ros.core.quantize import export_int8
+
+        return export_int8(bundle_path, out, opset=opset, force=force, log=log)
     return export_onnx(bundle_path, out, opset, dynamic_batch, force, tolerance, log)
 
 
@@ -179,6 +185,7 @@ def _add_metadata(model, bundle, names):
         'pose6d.network': json.dumps(card['network']),
         'pose6d.decoder': json.dumps(card.get('decoder') or {}),
         'pose6d.outputs': json.dumps(list(names)),
+        'pose6d.weights_sha256': bundle.weights_sha256(),
     }
     for key, value in values.items():
         entry = model.metadata_props.add()

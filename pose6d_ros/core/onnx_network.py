@@ -7,7 +7,10 @@ int8 file is the fast path (`pose6d bench --onnx FILE` measures it beside the Py
 references).
 
 The file must come from the same bundle: its `pose6d.*` metadata (export.py) is compared with
-the bundle's card, and a file from another model is refused before any frame is run.
+the bundle's card and the digest of its weights file, and a file from another model (or from
+earlier weights of this one) is refused before any frame is run. A relative path that is not
+found from the working directory is looked up in the bundle folder, so `model_int8.onnx`
+names the bundle's own export.
 """
 
 from __future__ import annotations
@@ -35,10 +38,7 @@ class OnnxNetwork:
         from pose6d_ros.core.export import _require_onnx, INPUT_NAME, OUTPUTS
 
         _onnx, onnxruntime = _require_onnx()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise Pose6dError(f'ONNX model not found: {self.path} (write one with `pose6d '
-                              f'export --model BUNDLE --format onnx-int8`)')
+        self.path = resolve_onnx_path(path, bundle.path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
@@ -50,20 +50,23 @@ class OnnxNetwork:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise Pose6dError(f'{self.path} is not a readable ONNX model ({first_line})') from None
         self.metadata = self.session.get_modelmeta().custom_metadata_map
-        check_matches_bundle(self.metadata, bundle.card, self.path)
+        check_matches_bundle(self.metadata, bundle, self.path)
         self.precision = self.metadata.get('pose6d.precision', 'float32')
         self.input_name = INPUT_NAME
         self.output_names = tuple(OUTPUTS[bundle.method])
         shape = self.session.get_inputs()[0].shape
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.anchors = None
-        if bundle.method == 'corners':
+        if bundle.method == 'corners':  # not in the graph: rebuilt from the config
+            from pose6d_ros.core.nets.corners import CornersConfig, make_anchors
+
             width, height = bundle.input_size
-            self.anchors = bundle.build_network().anchors(height, width)
+            self.anchors = make_anchors(CornersConfig.from_dict(bundle.card['network']),
+                                        height, width)
 
     def __call__(self, tensor):
         images = tensor.detach().cpu().float().contiguous().numpy()
-        if self.fixed_batch is not None and images.shape[0] != self.fixed_batch:
+        if self.fixed_batch == 1 and images.shape[0] != 1:  # a batch-1 file: image by image
             parts = [self._run(images[i:i + 1]) for i in range(images.shape[0])]
             arrays = [np.concatenate(columns) for columns in zip(*parts)]
         else:
@@ -80,8 +83,24 @@ class OnnxNetwork:
         return f'OnnxNetwork({str(self.path)!r}, {self.precision})'
 
 
-def check_matches_bundle(metadata, card, path):
-    """Pose6dError unless the ONNX metadata describes the bundle's own network."""
+def resolve_onnx_path(path, bundle_path):
+    """The ONNX file: `path` as given, else (when relative) inside the bundle folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    candidates = [path.absolute()]
+    if not path.is_absolute() and bundle_path is not None:
+        in_bundle = Path(bundle_path) / path
+        if in_bundle.is_file():
+            return in_bundle
+        candidates.append(in_bundle.absolute())
+    raise Pose6dError(f'ONNX model not found: {" nor ".join(map(str, candidates))} (write one '
+                      'with `pose6d export --model BUNDLE --format onnx-int8`)')
+
+
+def check_matches_bundle(metadata, bundle, path):
+    """Pose6dError unless the ONNX metadata describes the bundle's own network and weights."""
+    card = bundle.card
     if metadata.get('pose6d.format') != 'pose6d-onnx/1':
         raise Pose6dError(f'{path} was not written by `pose6d export` (no pose6d metadata); '
                           'export it again from the bundle')
@@ -96,6 +115,11 @@ def check_matches_bundle(metadata, card, path):
         if _plain(value) != _plain(expected):
             raise Pose6dError(f'{path} is not an export of this bundle: its {key} is '
                               f'{value!r} but the bundle\'s card has {expected!r}')
+    digest = metadata.get('pose6d.weights_sha256')
+    if digest != bundle.weights_sha256():
+        raise Pose6dError(f'{path} was exported from other weights than {bundle.path}'
+                          f'/weights.pt (retrained or replaced since?); export it again: '
+                          f'pose6d export --model {bundle.path} --format onnx-int8 --force')
 
 
 def _plain(value):

@@ -553,6 +553,7 @@ def predict_image(estimator, image_path, out, camera=None, json_path=None, force
             'image': str(Path(image_path).resolve()),
             'camera': {**camera.to_dict(), 'assumed': assumed},
             'bundle': bundle,
+            'backend': getattr(estimator, 'backend', None),
             'quaternion_order': 'x, y, z, w',
             'timings_ms': {k: 1000.0 * v
                            for k, v in (getattr(estimator, 'timings', None) or {}).items()},

@@ -144,7 +144,7 @@ class Pose6dPhases:
                 model = bundled_model()
                 self.get_logger().info(f'parameter model is empty: using the bundled demo '
                                        f'model {model}')
-            if self._param('compile'):
+            if self._param('compile') and not self._param('onnx_model'):
                 self.get_logger().info('compiling the network (torch.compile) before '
                                        'subscribing; this takes about a minute')
             estimator = load_estimator(model, self._param('device'), self._param('compile'),

@@ -65,8 +65,9 @@ PARAMETERS = dict([
           'about 1.2x faster on a CPU, more on a GPU, after a compilation of about a minute; '
           'needs a restart', read_only=True),
     _spec('onnx_model', '', 'run the network from this ONNX file of the model bundle with '
-          "onnxruntime on the CPU (pose6d export --format onnx-int8: the fast CPU path); '' = "
-          'PyTorch; needs a restart', read_only=True),
+          'onnxruntime on the CPU (pose6d export --format onnx-int8: the fast CPU path); a '
+          "relative path is also looked up in the bundle folder; '' = PyTorch; needs a restart",
+          read_only=True),
     _spec('cpu_threads', 0, 'CPU threads for the network on a CPU; 0 = as many as the process '
           'may use (its CPU affinity and container CPU quota); needs a restart', read_only=True,
           range=(0, 256)),
