@@ -120,10 +120,10 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
 
     from pose6d_ros.core.estimator import Estimator, EstimatorConfig
     from pose6d_ros.core.methods import get_method
+    from pose6d_ros.core.report import default_camera
 
     width, height = size
-    camera = CameraModel.from_intrinsics(0.9 * max(width, height), 0.9 * max(width, height),
-                                         (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+    camera = default_camera(width, height)
     images, source = _bench_frames(bundle.objects, camera, min(frames, 32), seed)
 
     def bundle_method():
@@ -136,12 +136,8 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
                          bundle.objects, bundle.input_size, bundle.card['normalisation'],
                          device=device, config=config)
 
-    if onnx:
-        from pose6d_ros.core.estimator import load_onnx_network
-
-        config = EstimatorConfig(profile=True, onnx=onnx)  # --compile: for reference_pytorch
-        network, device = load_onnx_network(bundle, device, config)
-        ours = make(config, network)
+    if onnx:  # --compile then applies to reference_pytorch
+        ours = Estimator.from_bundle(bundle_path, device, EstimatorConfig(profile=True, onnx=onnx))
     else:
         ours = make(EstimatorConfig(profile=True, compile=compile_network))
     report = {

@@ -139,20 +139,16 @@ def _run_predict(args):
 def _run_export(args):
     from pose6d_ros.core.export import export_model, format_result
 
+    int8_options = {}
     if args.format == 'onnx-int8':
-        from pose6d_ros.core import quantize
-
         if args.dynamic_batch:
             print('pose6d export: note: onnx-int8 is written for batch 1; the estimator runs '
                   'a batch one image at a time', file=sys.stderr)
-        result = quantize.export_int8(args.model, out=args.out, calibration=args.calibration,
-                                      images=args.calibration_images, opset=args.opset,
-                                      force=args.force, log=print,
-                                      max_keypoint_shift=args.max_keypoint_shift,
-                                      skip_check=args.skip_check)
-        print(quantize.format_result(result))
-        return 0
+        int8_options = {'calibration': args.calibration, 'images': args.calibration_images,
+                        'max_keypoint_shift': args.max_keypoint_shift,
+                        'skip_check': args.skip_check}
     result = export_model(args.model, args.format, out=args.out, opset=args.opset,
-                          dynamic_batch=args.dynamic_batch, force=args.force, log=print)
+                          dynamic_batch=args.dynamic_batch, force=args.force, log=print,
+                          **int8_options)
     print(format_result(result))
     return 0

@@ -72,6 +72,8 @@ class Estimator:
                                 decoder=decoder)
         self.method = method
         self.network = self._prepare(network)
+        # an OnnxNetwork takes plain contiguous arrays: channels-last is for PyTorch networks
+        self._channels_last = self.config.optimize and isinstance(self.network, torch.nn.Module)
         self._mean = torch.tensor(normalisation['mean'], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(normalisation['std'], device=self.device).view(1, 3, 1, 1)
         self._points_3d = [np.asarray(obj.keypoints, dtype=np.float64) for obj in objects]
@@ -85,7 +87,7 @@ class Estimator:
         bundle = load_bundle(path)
         config = config or EstimatorConfig()
         if config.onnx:
-            network, device = load_onnx_network(bundle, device, config)
+            network, device = _onnx_network(bundle, device, config)
         else:
             network = bundle.build_network()
         method = get_method(bundle.method, len(bundle.objects), bundle.card['network'],
@@ -133,7 +135,7 @@ class Estimator:
         """
         width, height = self.input_size
         tensor = torch.zeros(1, 3, height, width, device=self.device)
-        if self.config.optimize:
+        if self._channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         for _ in range(runs):
             self.forward(tensor)
@@ -151,7 +153,7 @@ class Estimator:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
         tensor = (tensor - self._mean) / self._std
-        if self.config.optimize and isinstance(self.network, torch.nn.Module):
+        if self._channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
@@ -235,7 +237,7 @@ class Estimator:
         return Letterbox.fit(camera.width, camera.height, *self.input_size)
 
 
-def load_onnx_network(bundle, device, config):
+def _onnx_network(bundle, device, config):
     """(OnnxNetwork, 'cpu') for `config.onnx`; refuses what it cannot honour."""
     from pose6d_ros.core.onnx_network import OnnxNetwork
 

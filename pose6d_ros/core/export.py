@@ -81,19 +81,20 @@ def _export_module():
 
 
 def export_model(bundle_path, fmt='onnx', out=None, opset=DEFAULT_OPSET, dynamic_batch=False,
-                 force=False, tolerance=PARITY_TOLERANCE, log=None):
+                 force=False, tolerance=PARITY_TOLERANCE, log=None, **int8_options):
     """Export a bundle's network; see the module docstring. Returns an ExportResult.
 
     out defaults to `<bundle>/model.onnx`. The file is written under a temporary name and
     moved into place only when the parity check passes (max abs difference < tolerance);
-    otherwise a Pose6dError gives the differences.
+    otherwise a Pose6dError gives the differences. 'onnx-int8' is quantize.export_int8 (its
+    options in `int8_options`; batch 1), returning a QuantizeResult.
     """
     if fmt not in FORMATS:
         raise Pose6dError(f'unknown export format {fmt!r}; expected one of {", ".join(FORMATS)}')
     if fmt == 'onnx-int8':
         from pose6d_ros.core.quantize import export_int8
 
-        return export_int8(bundle_path, out, opset=opset, force=force, log=log)
+        return export_int8(bundle_path, out, opset=opset, force=force, log=log, **int8_options)
     return export_onnx(bundle_path, out, opset, dynamic_batch, force, tolerance, log)
 
 
@@ -195,6 +196,10 @@ def _add_metadata(model, bundle, names):
 
 def format_result(result):
     """The lines `pose6d export` prints."""
+    if not isinstance(result, ExportResult):   # an int8 export
+        from pose6d_ros.core.quantize import format_result as format_int8
+
+        return format_int8(result)
     return (f'ONNX model: {result.path}\n'
             f'outputs: {", ".join(result.output_names)}; parity checked on input '
             f'{"x".join(str(v) for v in result.input_shape)}: max abs difference '

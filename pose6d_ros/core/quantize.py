@@ -86,19 +86,21 @@ def export_int8(bundle_path, out=None, calibration=None, images=DEFAULT_CALIBRAT
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise Pose6dError(f'--opset must be at least {MIN_OPSET} for onnx-int8 (per-channel '
                           f'int8 weights); got {opset!r}')
-    frames, source = calibration_frames(bundle, calibration, images + CHECK_IMAGES, seed)
-    calibration_set, check_set = frames[:-CHECK_IMAGES], frames[-CHECK_IMAGES:]
-    if log is not None:
-        log(f'calibrating on {len(calibration_set)} frames ({source})')
+    pictures, source = calibration_images(bundle, calibration, images + CHECK_IMAGES, seed)
     with tempfile.TemporaryDirectory(prefix='pose6d_int8_') as folder:
         folder = Path(folder)
         fp32 = export_onnx(bundle_path, folder / 'fp32.onnx', opset=opset, force=True)
+        reference = _onnx_estimator(bundle, fp32.path)
+        frames = [network_input(reference, picture) for picture in pictures]
+        calibration_set, check_set = frames[:-CHECK_IMAGES], frames[-CHECK_IMAGES:]
+        if log is not None:
+            log(f'calibrating on {len(calibration_set)} frames ({source})')
         quantized = folder / 'int8.onnx'
         _quantize(fp32.path, quantized, calibration_set, folder)
         model = onnx.load(str(quantized))
         _copy_metadata(onnx.load(str(fp32.path)), model, source, len(calibration_set))
         onnx.save(model, str(quantized))
-        agreement = keypoint_agreement(bundle, fp32.path, quantized, check_set)
+        agreement = keypoint_agreement(reference, _onnx_estimator(bundle, quantized), check_set)
         if log is not None:
             log(_agreement_line(agreement))
         problem = check_problem(agreement, max_keypoint_shift)
@@ -121,30 +123,33 @@ def export_int8(bundle_path, out=None, calibration=None, images=DEFAULT_CALIBRAT
                           time.perf_counter() - start, max_keypoint_shift)
 
 
-def calibration_frames(bundle, calibration, count, seed=0):
-    """`count` preprocessed frames (1, 3, H, W) float32 and a description of their source.
+def calibration_images(bundle, calibration, count, seed=0):
+    """`count` RGB images (H, W, 3) uint8 and a description of their source.
 
     From a `pose6d synth` / BOP folder (evenly spread over its images) when `calibration` is
     given, else rendered views of the bundle's objects (their meshes must be in the bundle).
     """
-    from pose6d_ros.core.camera import CameraModel, Letterbox
+    from pose6d_ros.core.report import default_camera
 
-    width, height = bundle.input_size
     if calibration is not None:
-        images, source = _dataset_images(calibration, count)
-    else:
-        camera = CameraModel.from_intrinsics(0.9 * max(width, height), 0.9 * max(width, height),
-                                             (width - 1) / 2.0, (height - 1) / 2.0, width,
-                                             height)
-        images, source = _rendered_images(bundle, camera, count, seed)
-    mean = np.asarray(bundle.card['normalisation']['mean'], dtype=np.float32)
-    std = np.asarray(bundle.card['normalisation']['std'], dtype=np.float32)
-    frames = []
-    for image in images:
-        letterbox = Letterbox.fit(image.shape[1], image.shape[0], width, height)
-        pixels = letterbox.apply(image).astype(np.float32) / 255.0
-        frames.append(((pixels - mean) / std).transpose(2, 0, 1)[None].copy())
-    return frames, source
+        return _dataset_images(calibration, count)
+    return _rendered_images(bundle, default_camera(*bundle.input_size), count, seed)
+
+
+def network_input(estimator, image):
+    """An image as the estimator feeds it to its network: (1, 3, H, W) float32 array."""
+    from pose6d_ros.core.camera import Letterbox
+
+    letterbox = Letterbox.fit(image.shape[1], image.shape[0], *estimator.input_size)
+    return estimator.preprocess([image], [letterbox]).numpy()
+
+
+def _onnx_estimator(bundle, path):
+    """The bundle's estimator running the ONNX file `path`: its preprocess and its decoder."""
+    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
+
+    return Estimator.from_bundle(bundle.path, device='cpu',
+                                 config=EstimatorConfig(onnx=str(path)))
 
 
 def _dataset_images(folder, count):
@@ -239,24 +244,20 @@ def _copy_metadata(source, target, calibration, count):
     target.producer_name = 'pose6d_ros'
 
 
-def keypoint_agreement(bundle, fp32_path, int8_path, frames, min_score=0.3):
-    """Keypoints found by both networks on `frames` and how far apart (network-input px).
+def keypoint_agreement(fp32, int8, frames, min_score=0.3):
+    """Keypoints found by both estimators' networks on `frames` and how far apart.
 
-    For each fp32 instance at or above `min_score`, the int8 instance of the same class whose
-    keypoints lie closest; a keypoint found by fp32 and not there counts as missed.
+    Distances are in network-input pixels. For each fp32 instance at or above `min_score`, the
+    int8 instance of the same class whose keypoints lie closest; a keypoint found by fp32 and
+    not there counts as missed.
     """
     import torch
 
-    from pose6d_ros.core.methods import get_method
-    from pose6d_ros.core.onnx_network import OnnxNetwork
-
-    method = get_method(bundle.method, len(bundle.objects), bundle.card['network'],
-                        bundle.card.get('decoder'))
-    networks = [OnnxNetwork(path, bundle) for path in (fp32_path, int8_path)]
     shifts, missed = [], 0
     for frame in frames:
         tensor = torch.from_numpy(frame)
-        reference, candidates = (method.decode(network(tensor))[0] for network in networks)
+        reference, candidates = (estimator.method.decode(estimator.forward(tensor))[0]
+                                 for estimator in (fp32, int8))
         for instance in reference:
             if instance.score < min_score:
                 continue
