@@ -446,32 +446,6 @@ def test_nms_is_class_wise():
     assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
 
 
-# --- ImageNet weights ----------------------------------------------------------------------
-
-def test_load_imagenet_reads_a_torchvision_style_file(tmp_path):
-    torch.manual_seed(1)
-    source = ResNet(18, max_pool=True, width=8)
-    state = dict(source.state_dict())
-    state['fc.weight'], state['fc.bias'] = torch.randn(1000, 64), torch.randn(1000)
-    torch.save(state, tmp_path / 'resnet18.pth')
-    model = tiny(resnet_h=True)  # ResNet-h has the same parameters
-    model.load_imagenet(tmp_path / 'resnet18.pth')
-    loaded = model.backbone.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
-
-    torch.save(ResNet(34, width=8).state_dict(), tmp_path / 'resnet34.pth')
-    with pytest.raises(Pose6dError, match='does not hold torchvision weights for ResNet-18'):
-        model.load_imagenet(tmp_path / 'resnet34.pth')
-    with pytest.raises(Pose6dError, match='not found'):
-        model.load_imagenet(tmp_path / 'missing.pth')
-    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
-    with pytest.raises(Pose6dError, match='cannot read'):
-        model.load_imagenet(tmp_path / 'junk.pth')
-    torch.save([1, 2, 3], tmp_path / 'list.pth')
-    with pytest.raises(Pose6dError, match='not a ResNet state dict'):
-        model.load_imagenet(tmp_path / 'list.pth')
-
-
 # --- learning smoke test -------------------------------------------------------------------
 
 def synthetic_batch():

@@ -70,7 +70,7 @@ def test_train_command_writes_config_log_checkpoint_and_bundle(trained_run):
     assert config['input_size'] == [96, 72] and config['network']['backbone'] == 'hrnet_tiny'
     rows = list(csv.DictReader(open(trained_run / 'log.csv')))
     assert any(row['loss'] for row in rows) and any(row.get('val_recall') for row in rows)
-    state = torch.load(trained_run / 'checkpoint.pt', weights_only=False)
+    state = torch.load(trained_run / 'checkpoint.pt', weights_only=True)
     assert {'model', 'optimizer', 'scheduler', 'epoch', 'iteration'} <= set(state)
     bundle = load_bundle(trained_run / 'bundle')
     assert bundle.method == 'keypoints' and bundle.input_size == (96, 72)
@@ -79,7 +79,7 @@ def test_train_command_writes_config_log_checkpoint_and_bundle(trained_run):
 
 
 def test_bundle_rebuilds_the_trained_network_exactly(trained_run, tiny_dataset):
-    state = torch.load(trained_run / 'checkpoint.pt', weights_only=False)
+    state = torch.load(trained_run / 'checkpoint.pt', weights_only=True)
     bundle = load_bundle(trained_run / 'bundle')
     network = bundle.build_network()
     method = get_method('keypoints', len(bundle.objects), bundle.card['network'])
@@ -99,14 +99,14 @@ def test_resume_continues_from_the_checkpoint(trained_run, tmp_path):
 
     run = tmp_path / 'run'
     shutil.copytree(trained_run, run)
-    before = torch.load(run / 'checkpoint.pt', weights_only=False)['iteration']
+    before = torch.load(run / 'checkpoint.pt', weights_only=True)['iteration']
     config = yaml.safe_load((run / 'config.yaml').read_text())
     status = cli.main(['train', '--method', 'keypoints', '--data', config['data'],
                        '--out', str(run), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
                        '--epochs', '3', '--batch-size', '4', '--max-iterations', str(before + 2),
                        '--workers', '0', '--device', 'cpu', '--quiet', '--resume'])
     assert status == 0
-    after = torch.load(run / 'checkpoint.pt', weights_only=False)
+    after = torch.load(run / 'checkpoint.pt', weights_only=True)
     assert after['iteration'] == before + 2
 
 
@@ -229,7 +229,7 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path)
         capture_output=True, text=True, timeout=600, env={**__import__('os').environ,
                                                           'PYTHONPATH': sys.path[0]})
     assert result.returncode == 0, result.stderr[-2000:]
-    state = torch.load(out / 'checkpoint.pt', weights_only=False)
+    state = torch.load(out / 'checkpoint.pt', weights_only=True)
     # 22 training images split over 2 processes, batch 4, last partial batch dropped.
     assert state['iteration'] == 2
     assert load_bundle(out / 'bundle').method == 'keypoints'
@@ -251,7 +251,7 @@ def test_data_workers_start_afresh_every_epoch_from_a_forkserver(tiny_dataset, t
                        '--epochs', '2', '--batch-size', '11', '--workers', '1',
                        '--device', 'cpu', '--quiet'])
     assert status == 0
-    state = torch.load(out / 'checkpoint.pt', weights_only=False)
+    state = torch.load(out / 'checkpoint.pt', weights_only=True)
     assert (state['epoch'], state['iteration']) == (2, 4)   # 22 images, batch 11, two epochs
 
 

@@ -24,13 +24,14 @@ import tempfile
 import yaml
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION  # noqa: F401 (re-exported)
 from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.safe_load import torch_load
 
 BUNDLE_FORMAT = 'pose6d-bundle/1'
 CARD = 'card.yaml'
 WEIGHTS = 'weights.pt'
 OBJECTS = 'objects.yaml'
-IMAGENET_NORMALISATION = {'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]}
 
 
 class BundleError(Pose6dError):
@@ -121,7 +122,6 @@ def save_bundle(path, method, network_config, state_dict, objects, input_size,
 
 def load_bundle(path):
     """Read and check a bundle; raises BundleError naming what is wrong."""
-    import torch
 
     path = Path(path)
     if not path.is_dir():
@@ -140,9 +140,10 @@ def load_bundle(path):
         raise BundleError(f'bundle {path}: classes in {CARD} ({", ".join(card["classes"])}) do '
                           f'not match {OBJECTS} ({", ".join(objects.names)})')
     try:
-        state_dict = torch.load(path / WEIGHTS, map_location='cpu', weights_only=True)
-    except Exception as exc:  # torch raises several types for a corrupt file
-        raise BundleError(f'bundle {path}: cannot read {WEIGHTS} ({exc})') from None
+        state_dict = torch_load(path / WEIGHTS, WEIGHTS, 'a state dict of tensors',
+                                context=f'bundle {path}: ')
+    except Pose6dError as exc:
+        raise BundleError(str(exc)) from None
     if not isinstance(state_dict, dict):
         raise BundleError(f'bundle {path}: {WEIGHTS} does not hold a state_dict')
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}

@@ -47,7 +47,14 @@ def _common(parser):
     parser.add_argument('--device', help='auto, cpu or cuda')
     parser.add_argument('--seed', type=int)
     parser.add_argument('--max-iterations', type=_positive_int, help='stop after N steps')
-    parser.add_argument('--backbone', help='keypoints: hrnet_w18, hrnet_w18_small, hrnet_tiny')
+    parser.add_argument('--backbone',
+                        help='keypoints: hrnet_w18 (teacher), hrnet_w18_small (student, '
+                             'default), hrnet_tiny, efficientnet_lite0; corners: resnet50 '
+                             '(default, the paper\'s), resnet34, resnet18, efficientnet_lite0')
+    parser.add_argument('--pretrained', metavar='FILE',
+                        help='ImageNet weights for the backbone (torchvision ResNet, official '
+                             'HRNet or EfficientNet-Lite0 layout), or none; default auto: the '
+                             'installed EfficientNet-Lite0 file for that backbone, else random')
     parser.add_argument('--resume', action='store_true', help='continue RUN_DIR\'s checkpoint')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
@@ -61,12 +68,15 @@ def _run_train(args):
         'train_crop': args.train_crop, 'init_weights': args.init_weights,
         'epochs': args.epochs, 'batch_size': args.batch_size, 'lr': args.lr,
         'workers': args.workers, 'device': args.device, 'seed': args.seed,
-        'max_iterations': args.max_iterations,
+        'max_iterations': args.max_iterations, 'pretrained': args.pretrained,
         'teacher': getattr(args, 'teacher', None),
     }
     config = load_config(args.config, overrides)
     if args.backbone:
-        config.network = {**config.network, 'backbone': args.backbone}
+        from pose6d_ros.core.methods import backbone_network_config
+
+        config.network = {**config.network,
+                          **backbone_network_config(config.method, args.backbone)}
     if args.distill and config.method != 'keypoints':
         from pose6d_ros.core.errors import Pose6dError
 

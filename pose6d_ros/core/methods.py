@@ -109,6 +109,25 @@ class CornersMethod:
 
 METHODS = {'keypoints': KeypointsMethod, 'corners': CornersMethod}
 
+# `--backbone NAME` per method -> the network config it sets.
+BACKBONES = {
+    'keypoints': {name: {'backbone': name} for name in
+                  ('hrnet_w18', 'hrnet_w18_small', 'hrnet_tiny', 'efficientnet_lite0')},
+    'corners': {'resnet50': {'backbone': 'resnet', 'depth': 50},
+                'resnet34': {'backbone': 'resnet', 'depth': 34},
+                'resnet18': {'backbone': 'resnet', 'depth': 18},
+                'efficientnet_lite0': {'backbone': 'efficientnet_lite0'}},
+}
+
+
+def backbone_network_config(method, name):
+    """The network config fields that `--backbone name` sets for `method`."""
+    choices = BACKBONES.get(method, {})
+    if name not in choices:
+        raise Pose6dError(f'unknown backbone {name!r} for the {method} method; expected one of '
+                          f'{", ".join(choices)}')
+    return dict(choices[name])
+
 
 def get_method(name, num_classes, network=None, decoder=None, loss=None):
     """The method object for `name` ('keypoints' or 'corners')."""

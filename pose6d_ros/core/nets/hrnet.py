@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 import math
+import re
 
 import torch
 from torch import nn
@@ -279,6 +280,21 @@ class HRNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def pretrained_state(self, state: dict) -> tuple[dict, list]:
+        """An ImageNet checkpoint of the official HRNet layout in this module's names.
+
+        Returns (mapped tensors, names left out): the classification head (`incre_modules`,
+        `downsamp_modules`, `final_layer`, `classifier`) is left out; see `official_name_map`.
+        """
+        mapped, left_out = {}, []
+        for key, value in state.items():
+            own = official_name_map(key)
+            if own is None:
+                left_out.append(key)
+            else:
+                mapped[own] = value
+        return mapped, sorted(left_out)
+
     def forward_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The multi-resolution outputs of the last stage: [(B, widths[i], H/4/2^i, W/4/2^i)]."""
         if x.dim() != 4 or x.shape[1] != 3:
@@ -296,6 +312,57 @@ class HRNet(nn.Module):
         ups = [xs[0]] + [F.interpolate(y, size=size, mode='bilinear', align_corners=False)
                          for y in xs[1:]]
         return torch.cat(ups, dim=1)
+
+
+# The official HRNet-Image-Classification names -> ours (see `official_name_map`).
+_PARAMETER = r'(weight|bias|running_mean|running_var|num_batches_tracked)$'
+_OFFICIAL_NAMES = [
+    (r'conv([12])\.' + _PARAMETER, lambda m: f'stem.{int(m[1]) - 1}.0.{m[2]}'),
+    (r'bn([12])\.' + _PARAMETER, lambda m: f'stem.{int(m[1]) - 1}.1.{m[2]}'),
+    (r'layer1\.(\d+)\.conv([123])\.' + _PARAMETER,
+     lambda m: f'layer1.{m[1]}.body.{int(m[2]) - 1}.0.{m[3]}'),
+    (r'layer1\.(\d+)\.bn([123])\.' + _PARAMETER,
+     lambda m: f'layer1.{m[1]}.body.{int(m[2]) - 1}.1.{m[3]}'),
+    (r'layer1\.(\d+)\.downsample\.([01])\.' + _PARAMETER,
+     lambda m: f'layer1.{m[1]}.shortcut.{m[2]}.{m[3]}'),
+    # transitionT.T is the new branch, Sequential(Sequential(conv, bn, relu)); the lower
+    # indices are the branches that change width, Sequential(conv, bn, relu).
+    (r'transition(\d)\.(\d+)\.0\.([01])\.' + _PARAMETER,
+     lambda m: (f'transitions.{int(m[1]) - 1}.new_branch.{m[3]}.{m[4]}'
+                if m[1] == m[2] else None)),
+    (r'transition(\d)\.(\d+)\.([01])\.' + _PARAMETER,
+     lambda m: (f'transitions.{int(m[1]) - 1}.layers.{m[2]}.{m[3]}.{m[4]}'
+                if m[1] != m[2] else None)),
+    (r'stage(\d)\.(\d+)\.branches\.(\d+)\.(\d+)\.(conv|bn)([12])\.' + _PARAMETER,
+     lambda m: (f'stages.{int(m[1]) - 2}.{m[2]}.branches.{m[3]}.{m[4]}.conv{m[6]}.'
+                f'{0 if m[5] == "conv" else 1}.{m[7]}')),
+    # fuse_layers.I.J: from a lower resolution (J > I) Sequential(conv1x1, bn, upsample), from
+    # a higher one (J < I) Sequential of Sequential(conv3x3, bn[, relu]).
+    (r'stage(\d)\.(\d+)\.fuse_layers\.(\d+)\.(\d+)\.([01])\.' + _PARAMETER,
+     lambda m: (f'stages.{int(m[1]) - 2}.{m[2]}.fuse.{m[3]}.{m[4]}.proj.{m[5]}.{m[6]}'
+                if int(m[4]) > int(m[3]) else None)),
+    (r'stage(\d)\.(\d+)\.fuse_layers\.(\d+)\.(\d+)\.(\d+)\.([01])\.' + _PARAMETER,
+     lambda m: (f'stages.{int(m[1]) - 2}.{m[2]}.fuse.{m[3]}.{m[4]}.{m[5]}.{m[6]}.{m[7]}'
+                if int(m[4]) < int(m[3]) else None)),
+]
+
+
+def official_name_map(key: str) -> str | None:
+    """Our name of an official HRNet ImageNet checkpoint's tensor; None for its classifier.
+
+    The official code (and timm's HRNets) names the stem conv1/bn1/conv2/bn2, stage 1
+    `layer1` (torchvision bottlenecks), then transition1..3 and stage2..4 with `branches` and
+    `fuse_layers`; the classification head is `incre_modules`, `downsamp_modules`,
+    `final_layer` and `classifier`. A name of neither kind maps to itself, so that the loader
+    reports it as not belonging to this network.
+    """
+    if key.startswith(('incre_modules.', 'downsamp_modules.', 'final_layer.', 'classifier.')):
+        return None
+    for pattern, rename in _OFFICIAL_NAMES:
+        match = re.fullmatch(pattern, key)
+        if match:
+            return rename(match) or key
+    return key
 
 
 def output_size(height: int, width: int) -> tuple[int, int]:

