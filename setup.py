@@ -66,7 +66,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'pose6d = pose6d_ros.core.cli:main',
+            'pose6d = pose6d_ros.tools.cli:main',
             'pose6d_node = pose6d_ros.ros.node:main',
             'pose6d_lifecycle_node = pose6d_ros.ros.node:lifecycle_main',
         ],

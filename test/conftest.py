@@ -36,7 +36,7 @@ def write_box_object(folder):
 @pytest.fixture(scope='session')
 def tiny_dataset(tmp_path_factory):
     """24 rendered 96x72 images of the coloured box, as a BOP dataset (made with pose6d synth)."""
-    from pose6d_ros.core import cli
+    from pose6d_ros.tools import cli
 
     root = tmp_path_factory.mktemp('tiny_dataset')
     objects, camera = write_box_object(root / 'inputs')
@@ -69,7 +69,7 @@ def tiny_bundle(tiny_dataset, tmp_path_factory):
 
     Barely trained: it exercises every code path, not accuracy.
     """
-    from pose6d_ros.core import cli
+    from pose6d_ros.tools import cli
 
     out = tmp_path_factory.mktemp('tiny_bundle') / 'run'
     status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
@@ -89,10 +89,10 @@ def learned_bundle(tiny_dataset, tmp_path_factory):
     """
     import torch
 
-    from pose6d_ros.core.bundle import IMAGENET_NORMALISATION, save_bundle
     from pose6d_ros.core.data.bop import BopDataset
     from pose6d_ros.core.data.training import collate, PoseSamples
-    from pose6d_ros.core.methods import get_method
+    from pose6d_ros.core.inference.bundle import IMAGENET_NORMALISATION, save_bundle
+    from pose6d_ros.core.nets.methods import get_method
 
     torch.manual_seed(0)
     dataset = BopDataset(tiny_dataset)

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core import cli
-from pose6d_ros.core.geometry import box_keypoints
-from pose6d_ros.core.objects import ObjectModel, ObjectSet
-from pose6d_ros.core.results import ObjectPose
+from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
+from pose6d_ros.core.geometry.poses import box_keypoints
+from pose6d_ros.core.geometry.results import ObjectPose
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.bag import output_topics, run_bag
 from pose6d_ros.ros.conversions import RosbagsTypes
 from pose6d_ros.ros.errors import BagError
 from pose6d_ros.ros.pipeline import PipelineConfig
+from pose6d_ros.tools import cli
 
 WIDTH, HEIGHT = 80, 60
 FRAMES = 4
@@ -280,7 +280,7 @@ def test_cli_bag_with_an_injected_estimator(tmp_path, monkeypatch, capsys):
 def test_cli_bag_without_an_estimator_module_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import sys
 
-    monkeypatch.setitem(sys.modules, 'pose6d_ros.core.estimator', None)  # import fails
+    monkeypatch.setitem(sys.modules, 'pose6d_ros.core.inference.estimator', None)  # import fails
     in_bag = write_bag(tmp_path / 'in', frames=1)
     assert cli.main(['bag', '--model', 'b', '--in', str(in_bag), '--out',
                      str(tmp_path / 'out')]) == 1
@@ -295,9 +295,9 @@ def test_pose6d_bag_cli_with_a_tiny_trained_model(learned_bundle, tiny_dataset, 
     from rosbags.rosbag2 import Writer
 
     from pose6d_ros.core.data.bop import BopDataset
-    from pose6d_ros.core.estimator import Estimator
-    from pose6d_ros.core.geometry import Pose
-    from pose6d_ros.core.metrics import projection_2d
+    from pose6d_ros.core.geometry.metrics import projection_2d
+    from pose6d_ros.core.geometry.poses import Pose
+    from pose6d_ros.core.inference.estimator import Estimator
 
     bundle, _losses = learned_bundle
     samples = [BopDataset(tiny_dataset)[i] for i in range(6)]

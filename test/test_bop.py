@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.data.bop import Annotation, BopDataset, BopWriter
 from pose6d_ros.core.errors import DatasetError, Pose6dError
-from pose6d_ros.core.geometry import box_keypoints, random_rotation
-from pose6d_ros.core.objects import ObjectModel, ObjectSet, Symmetries
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet, Symmetries
+from pose6d_ros.core.geometry.poses import box_keypoints, random_rotation
 
 W, H = 32, 24
 FLIP_Z = np.diag([-1.0, -1.0, 1.0, 1.0])  # rotation by pi about z

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pose6d_ros.core.camera import CameraModel, Letterbox
 from pose6d_ros.core.errors import CameraError, Pose6dError
+from pose6d_ros.core.geometry.camera import CameraModel, Letterbox
 
 K_VALUES = [612.5, 0.0, 331.25, 0.0, 608.75, 236.5, 0.0, 0.0, 1.0]
 D_PLUMB_BOB = [-0.12, 0.045, 0.0012, -0.0008, -0.011]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pose6d_ros.core import cli
+from pose6d_ros.tools import cli
 
 
 def test_selfcheck_passes_and_reports_every_check(capsys):
@@ -43,7 +43,7 @@ def test_bench_model_reports_every_stage_and_both_references(tiny_bundle, capsys
 
 
 def test_selfcheck_fails_when_a_check_fails(capsys, monkeypatch):
-    from pose6d_ros.core import selfcheck
+    from pose6d_ros.tools import selfcheck
 
     real_run = selfcheck.run
 
@@ -94,7 +94,7 @@ def test_user_errors_print_one_line_and_exit_1(capsys, monkeypatch):
 
 
 def test_console_script_runs_as_a_module():
-    result = subprocess.run([sys.executable, '-m', 'pose6d_ros.core.cli', '--version'],
+    result = subprocess.run([sys.executable, '-m', 'pose6d_ros.tools.cli', '--version'],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith('pose6d ')

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from pose6d_ros.core import cli_args
+from pose6d_ros.tools import cli_args
 
 
 @pytest.mark.parametrize('parse, text, expected', [

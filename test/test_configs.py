@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from pose6d_ros.core.data.synth import SynthConfig
-from pose6d_ros.core.methods import get_method
-from pose6d_ros.core.train import load_config
+from pose6d_ros.core.nets.methods import get_method
+from pose6d_ros.core.training.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH_CONFIGS = sorted((ROOT / 'config' / 'synth').glob('*.yaml'))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.errors import CameraError
-from pose6d_ros.core.geometry import BOX_EDGES, Pose
-from pose6d_ros.core.results import ObjectPose
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.poses import BOX_EDGES, Pose
+from pose6d_ros.core.geometry.results import ObjectPose
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.conversions import RosbagsTypes
 from pose6d_ros.ros.errors import FrameError

@@ -12,19 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.geometry import (
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.pnp import solve_pnp
+from pose6d_ros.core.geometry.poses import (
     box_2d,
     box_keypoints,
     Pose,
     project_points,
     rotation_angle_deg,
 )
-from pose6d_ros.core.nets.corners import (
+from pose6d_ros.core.nets.corners import CornersNet
+from pose6d_ros.core.nets.corners_anchors import (
     anchor_shapes,
     CornersConfig,
-    CornersNet,
     level_strides,
     make_anchors,
     PAPER_ANCHOR_SIZES,
@@ -45,7 +46,6 @@ from pose6d_ros.core.nets.corners_codec import (
 )
 from pose6d_ros.core.nets.registry import build_network
 from pose6d_ros.core.nets.resnet import ResNet
-from pose6d_ros.core.pnp import solve_pnp
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
@@ -480,7 +480,7 @@ def test_a_few_steps_on_two_images_reduce_the_loss():
 
 def test_works_through_the_training_method_interface():
     from pose6d_ros.core.data.training import collate, Instance
-    from pose6d_ros.core.methods import get_method
+    from pose6d_ros.core.nets.methods import get_method
 
     torch.manual_seed(0)
     method = get_method('corners', 2, network={'depth': 18, 'backbone_width': 8,
@@ -502,8 +502,8 @@ def test_works_through_the_training_method_interface():
 def test_an_estimator_named_by_method_decodes_with_its_networks_configuration():
     """Estimator(network, 'corners', ...) must decode with the network's anchors and codec,
     not the defaults (which would decode boxes against the wrong anchor variances)."""
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-    from pose6d_ros.core.objects import ObjectModel, ObjectSet
+    from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
+    from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
 
     objects = ObjectSet([ObjectModel('cube', 1, box_keypoints([-0.02] * 3, [0.02] * 3), 0.07)])
     network = tiny(num_classes=1, box_variances=(0.2, 0.3))

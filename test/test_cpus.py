@@ -78,9 +78,9 @@ def test_inference_threads_caps_torch_count_and_honours_a_request(tmp_path):
 
 
 def test_cpu_estimator_applies_its_thread_setting():
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-    from pose6d_ros.core.geometry import box_keypoints
-    from pose6d_ros.core.objects import ObjectModel, ObjectSet
+    from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
+    from pose6d_ros.core.geometry.poses import box_keypoints
+    from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
 
     objects = ObjectSet([ObjectModel('cube', 1, box_keypoints([-0.025] * 3, [0.025] * 3), 0.087)])
     network = torch.nn.Conv2d(3, 3, 1)

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pose6d_ros.core import cli, demo
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.inference import bundle
+from pose6d_ros.tools import cli, demo
 
 
 def test_demo_writes_frames_gif_poses_and_metrics(tiny_bundle, tmp_path, capsys):
@@ -51,8 +52,8 @@ def test_the_output_folder_is_replaced_only_when_it_holds_demo_outputs(tmp_path,
 
 
 def test_the_sequence_is_smooth_and_partly_occluded(tiny_bundle):
-    from pose6d_ros.core.bundle import load_bundle
-    from pose6d_ros.core.camera import CameraModel
+    from pose6d_ros.core.geometry.camera import CameraModel
+    from pose6d_ros.core.inference.bundle import load_bundle
 
     objects = load_bundle(tiny_bundle).objects
     camera = CameraModel.from_intrinsics(86.0, 86.0, 47.5, 35.5, 96, 72)
@@ -65,9 +66,9 @@ def test_the_sequence_is_smooth_and_partly_occluded(tiny_bundle):
 
 
 def test_a_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(demo, 'DEMO_MODEL', 'no_such_model')
+    monkeypatch.setattr(bundle, 'DEFAULT_MODEL', 'no_such_model')
     with pytest.raises(Pose6dError, match='bundled demo model was not found'):
-        demo.default_model()
+        bundle.default_model()
 
 
 def test_the_bundled_model_finds_the_demo_box(tmp_path):
@@ -81,7 +82,7 @@ def test_the_bundled_model_finds_the_demo_box(tmp_path):
                        '--device', 'cpu'])
     assert status == 0
     summary = json.loads((out / 'metrics.json').read_text())
-    assert summary['model'] == str(demo.default_model())
+    assert summary['model'] == str(bundle.default_model())
     assert summary['unoccluded']['frames'] >= 6
     # Measured with the shipped model: detected 100%, ADD 100% (8 frames), median 1.4 px.
     assert summary['unoccluded']['detected'] >= 0.8

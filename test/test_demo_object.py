@@ -12,11 +12,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pose6d_ros.core import cli, demo_object
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.data.render import Lighting, MeshData, Renderer
-from pose6d_ros.core.demo_object import FACES, SIZE
-from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectSet
+from pose6d_ros.tools import cli, demo_object
+from pose6d_ros.tools.demo_object import FACES, SIZE
 
 # At 0.3 m a focal length of 300 px gives exactly 1 px per mm on a face, and a principal point
 # on a pixel edge puts the faces' edges (even mm sizes) on pixel edges too.
@@ -216,7 +216,7 @@ def test_the_bundled_model_knows_the_box_the_command_makes(tmp_path):
 
     The bundle's texture was made at 8 px/mm (models/README.md gives the command).
     """
-    from pose6d_ros.core.demo import default_model
+    from pose6d_ros.core.inference.bundle import default_model
 
     out = tmp_path / 'demo_box'
     demo_object.generate(out, px_per_mm=8, net=False)

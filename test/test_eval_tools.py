@@ -15,18 +15,24 @@ from scipy.spatial.transform import Rotation
 import torch
 import yaml
 
-from pose6d_ros.core import cli, metrics
-from pose6d_ros.core.bundle import BundleError, IMAGENET_NORMALISATION, load_bundle, save_bundle
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-from pose6d_ros.core.evaluate import PoseEvaluator
-from pose6d_ros.core.geometry import box_2d, box_keypoints, Pose
-from pose6d_ros.core.methods import get_method
+from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
+from pose6d_ros.core.geometry.poses import box_2d, box_keypoints, Pose
+from pose6d_ros.core.geometry.results import ObjectPose
+from pose6d_ros.core.inference.bundle import (
+    BundleError,
+    IMAGENET_NORMALISATION,
+    load_bundle,
+    save_bundle,
+)
+from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
+from pose6d_ros.core.inference.evaluate import PoseEvaluator
 from pose6d_ros.core.nets.keypoint_codec import CodecConfig, encode
-from pose6d_ros.core.objects import ObjectModel, ObjectSet
-from pose6d_ros.core.report import CURVES, predict_image, read_bop_csv, run_eval
-from pose6d_ros.core.results import ObjectPose
+from pose6d_ros.core.nets.methods import get_method
+from pose6d_ros.tools import cli
+from pose6d_ros.tools.report import CURVES, predict_image, read_bop_csv, run_eval
 
 EVAL_FILES = {'metrics.json', 'metrics.md', 'predictions.csv'} | {
     f'{c.key}_curve.png' for c in CURVES}
@@ -507,7 +513,7 @@ def test_onnx_export_matches_pytorch(bundle_copy, dataset, capsys):
 def test_onnx_export_of_a_corners_bundle(dataset, tmp_path):
     pytest.importorskip('onnxruntime', reason='onnxruntime is not installed: '
                                               'pip install -e ".[export]"')
-    from pose6d_ros.core.export import export_model
+    from pose6d_ros.core.inference.export import export_model
 
     torch.manual_seed(0)
     config = {'depth': 18, 'backbone_width': 16, 'fpn_channels': 32, 'input_size': [96, 96]}
@@ -521,7 +527,7 @@ def test_onnx_export_of_a_corners_bundle(dataset, tmp_path):
 
 
 def test_export_bad_input(tmp_path, bundle_copy, capsys, monkeypatch):
-    from pose6d_ros.core.export import export_model
+    from pose6d_ros.core.inference.export import export_model
 
     assert cli.main(['export', '--model', str(tmp_path / 'nowhere'), '--format', 'onnx']) == 1
     assert 'model bundle not found' in capsys.readouterr().err

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.geometry import (
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.poses import (
     box_2d,
     BOX_EDGES,
     box_keypoints,

@@ -85,7 +85,7 @@ def test_peak_weight_zero_is_the_papers_mse_and_positive_weights_the_peaks():
 
 def test_unknown_loss_options_are_refused():
     from pose6d_ros.core.errors import Pose6dError
-    from pose6d_ros.core.methods import get_method
+    from pose6d_ros.core.nets.methods import get_method
 
     with pytest.raises(Pose6dError, match='unknown key.*peak_weigth'):
         get_method('keypoints', 1, loss={'peak_weigth': 3})

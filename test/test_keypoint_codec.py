@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.geometry import box_keypoints, Pose
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose
 from pose6d_ros.core.nets.keypoint_codec import (
     CodecConfig,
     decode,

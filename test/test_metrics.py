@@ -5,10 +5,9 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core import metrics
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.geometry import box_keypoints, Pose, random_rotation
-from pose6d_ros.core.metrics import (
+from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.metrics import (
     accuracy_curve,
     add,
     add_auto,
@@ -23,7 +22,8 @@ from pose6d_ros.core.metrics import (
     rotation_error_deg,
     translation_error,
 )
-from pose6d_ros.core.objects import ObjectModel, Symmetries
+from pose6d_ros.core.geometry.objects import ObjectModel, Symmetries
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose, random_rotation
 
 HALF = np.array([0.05, 0.03, 0.02])  # half extents of a 10 x 6 x 4 cm box
 FLIP_Z = np.diag([-1.0, -1.0, 1.0, 1.0])  # 180 degrees about z: the box maps onto itself

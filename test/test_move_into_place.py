@@ -2,7 +2,7 @@
 
 import pytest
 
-from pose6d_ros.core.report import move_into_place
+from pose6d_ros.core.files import move_into_place
 
 
 def test_a_folder_replaces_the_earlier_folder(tmp_path):

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from pose6d_ros.core.geometry import box_keypoints
-from pose6d_ros.core.objects import ObjectModel, ObjectSet
-from pose6d_ros.core.results import ObjectPose
+from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
+from pose6d_ros.core.geometry.poses import box_keypoints
+from pose6d_ros.core.geometry.results import ObjectPose
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ('rclpy', 'message_filters', 'tf2_ros', 'sensor_msgs', 'geometry_msgs',
@@ -47,7 +47,7 @@ sys.meta_path.insert(0, Blocker())
 
 import numpy as np
 import pose6d_ros.ros
-from pose6d_ros.core import cli
+from pose6d_ros.tools import cli
 from pose6d_ros.ros import bag, conversions, errors, pipeline
 
 types = conversions.RosbagsTypes.for_distro('jazzy')
@@ -242,7 +242,7 @@ def test_node_runs_the_network_of_its_onnx_model_parameter(ros, learned_bundle, 
                                               'pip install -e ".[export]"')
     from rclpy.parameter import Parameter
 
-    from pose6d_ros.core.export import export_model
+    from pose6d_ros.core.inference.export import export_model
     from pose6d_ros.ros.node import Pose6dNode
 
     bundle = shutil.copytree(learned_bundle[0], tmp_path / 'bundle')

@@ -35,10 +35,10 @@ import rclpy  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from pose6d_ros.core.bundle import save_bundle  # noqa: E402
-from pose6d_ros.core.geometry import box_keypoints  # noqa: E402
-from pose6d_ros.core.methods import get_method  # noqa: E402
-from pose6d_ros.core.objects import ObjectModel, ObjectSet  # noqa: E402
+from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet  # noqa: E402
+from pose6d_ros.core.geometry.poses import box_keypoints  # noqa: E402
+from pose6d_ros.core.inference.bundle import save_bundle  # noqa: E402
+from pose6d_ros.core.nets.methods import get_method  # noqa: E402
 from pose6d_ros.ros import conversions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import trimesh
 import yaml
 
 from pose6d_ros.core.errors import ObjectModelError, Pose6dError
-from pose6d_ros.core.geometry import box_keypoints
-from pose6d_ros.core.objects import load_mesh, ObjectModel, ObjectSet, Symmetries
+from pose6d_ros.core.geometry.objects import load_mesh, ObjectModel, ObjectSet, Symmetries
+from pose6d_ros.core.geometry.poses import box_keypoints
 
 # A box in millimetres, off-centre so that every corner has distinct coordinates.
 EXTENTS_MM = np.array([80.0, 50.0, 30.0])

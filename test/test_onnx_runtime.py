@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from pose6d_ros.core import cli
-from pose6d_ros.core.bundle import save_bundle
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-from pose6d_ros.core.methods import get_method
+from pose6d_ros.core.inference.bundle import save_bundle
+from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
+from pose6d_ros.core.nets.methods import get_method
+from pose6d_ros.tools import cli
 
 onnx = pytest.importorskip('onnx', reason='onnx is not installed: pip install -e ".[export]"')
 pytest.importorskip('onnxruntime', reason='onnxruntime is not installed: '
@@ -152,7 +152,7 @@ def test_int8_batch_runs_one_image_at_a_time_with_the_same_results(bundle, int8_
 
 
 def test_int8_check_refuses_and_writes_nothing(bundle, tiny_dataset, tmp_path):
-    from pose6d_ros.core.quantize import export_int8
+    from pose6d_ros.core.inference.quantize import export_int8
 
     out = tmp_path / 'strict.onnx'
     with pytest.raises(Pose6dError, match=r'int8 check failed: keypoints move by .* was not '
@@ -164,7 +164,7 @@ def test_int8_check_refuses_and_writes_nothing(bundle, tiny_dataset, tmp_path):
 
 def test_int8_calibrates_on_rendered_views_by_default(tmp_path, dataset):
     """A corners bundle (random weights) with no --calibration: views of its meshes."""
-    from pose6d_ros.core.quantize import export_int8
+    from pose6d_ros.core.inference.quantize import export_int8
 
     torch.manual_seed(0)
     config = {'depth': 18, 'backbone_width': 16, 'fpn_channels': 32, 'input_size': [96, 96]}
@@ -243,7 +243,7 @@ def test_a_relative_onnx_path_is_found_in_the_bundle(bundle, int8_file, tmp_path
 
 def test_the_int8_check_refuses_what_it_cannot_vouch_for(bundle, tiny_dataset, tmp_path,
                                                          monkeypatch, capsys):
-    from pose6d_ros.core import quantize
+    from pose6d_ros.core.inference import quantize
 
     fine = {'compared': 60, 'missed': 2, 'median_shift_px': 0.3, 'p95_shift_px': 1.0}
     assert quantize.check_problem(fine) is None

@@ -9,9 +9,9 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.geometry import box_keypoints, Pose
-from pose6d_ros.core.objects import ObjectModel, ObjectSet
-from pose6d_ros.core.results import ObjectPose
+from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose
+from pose6d_ros.core.geometry.results import ObjectPose
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.conversions import RosbagsTypes
 from pose6d_ros.ros.errors import FrameError
@@ -218,7 +218,7 @@ def test_target_frame_moves_poses_but_not_tf(types):
 
 
 def test_debug_overlay_only_when_asked(types, monkeypatch):
-    import pose6d_ros.core.draw as draw
+    import pose6d_ros.core.geometry.draw as draw
 
     calls = []
     real = draw.draw_poses
@@ -237,8 +237,8 @@ def test_debug_overlay_only_when_asked(types, monkeypatch):
 
 
 def test_draw_poses_survives_objects_behind_the_camera(types):
-    from pose6d_ros.core.camera import CameraModel
-    from pose6d_ros.core.draw import draw_poses
+    from pose6d_ros.core.geometry.camera import CameraModel
+    from pose6d_ros.core.geometry.draw import draw_poses
 
     camera = CameraModel.from_intrinsics(60, 60, 32, 24, WIDTH, HEIGHT)
     image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)

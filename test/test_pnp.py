@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from pose6d_ros.core import pnp
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.geometry import box_keypoints, Pose, random_rotation, rotation_angle_deg
-from pose6d_ros.core.pnp import solve_pnp
+from pose6d_ros.core.geometry import pnp
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.pnp import solve_pnp
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose, random_rotation, rotation_angle_deg
 
 # 1 px of noise gives an orientation error of roughly 1 px / (object size in pixels) radians,
 # so "1 cm / 1 deg in 99% of trials" holds for an object spanning a few hundred pixels:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pose6d_ros.core.methods import get_method
 from pose6d_ros.core.nets import keypoint_codec
-from pose6d_ros.core.reference_decode import PythonDecoding
+from pose6d_ros.core.nets.methods import get_method
+from pose6d_ros.tools.reference_decode import PythonDecoding
 
 
 def assert_same_instances(ours, reference):

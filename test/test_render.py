@@ -10,9 +10,9 @@ import pytest
 from scipy.spatial.transform import Rotation
 import trimesh
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.data.render import benchmark, Lighting, MeshData, Renderer, RenderResult
-from pose6d_ros.core.geometry import random_rotation
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.poses import random_rotation
 
 # Non-square pixels and a principal point off the image centre, at fractional pixels.
 CAMERA = CameraModel.from_intrinsics(480.0, 470.0, 81.3, 57.7, 160, 120)

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from pose6d_ros.core import cli
+from pose6d_ros.tools import cli
 
 
 class _CreatesAFile:

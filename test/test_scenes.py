@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import trimesh
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.data.render import Lighting, MeshData, Renderer
 from pose6d_ros.core.data.scenes import (
     add_object_meshes,
@@ -18,7 +17,8 @@ from pose6d_ros.core.data.scenes import (
     silhouette_points,
 )
 from pose6d_ros.core.errors import ObjectModelError, Pose6dError
-from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectSet
 
 CAMERA = CameraModel.from_intrinsics(100.0, 100.0, 47.5, 35.5, 96, 72)
 

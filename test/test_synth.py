@@ -10,11 +10,11 @@ import pytest
 import trimesh
 import yaml
 
-from pose6d_ros.core import cli
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.data import synth
 from pose6d_ros.core.data.bop import BopDataset
-from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectSet
+from pose6d_ros.tools import cli
 
 IMAGES = 6
 CAMERA = CameraModel.from_intrinsics(90.0, 92.0, 47.3, 35.8, 96, 72)

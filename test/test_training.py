@@ -8,14 +8,14 @@ import pytest
 import torch
 import yaml
 
-from pose6d_ros.core import cli
-from pose6d_ros.core.bundle import IMAGENET_NORMALISATION, load_bundle
 from pose6d_ros.core.data.bop import BopDataset
 from pose6d_ros.core.data.training import collate, PoseSamples
-from pose6d_ros.core.estimator import Estimator
-from pose6d_ros.core.evaluate import evaluate_dataset
-from pose6d_ros.core.methods import get_method
-from pose6d_ros.core.train import load_config, TrainConfig
+from pose6d_ros.core.inference.bundle import IMAGENET_NORMALISATION, load_bundle
+from pose6d_ros.core.inference.estimator import Estimator
+from pose6d_ros.core.inference.evaluate import evaluate_dataset
+from pose6d_ros.core.nets.methods import get_method
+from pose6d_ros.core.training.train import load_config, TrainConfig
+from pose6d_ros.tools import cli
 
 INPUT = (96, 72)
 
@@ -182,7 +182,7 @@ def test_refuses_a_used_run_directory(trained_run, tiny_dataset, capsys):
 
 
 def test_learning_rate_schedules_follow_the_papers():
-    from pose6d_ros.core.train import _lr_factor
+    from pose6d_ros.core.training.train import _lr_factor
 
     keypoints = TrainConfig(method='keypoints').resolved()
     factor = _lr_factor(keypoints)
@@ -222,7 +222,8 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path)
         pytest.skip('torchrun is not on PATH')
     out = tmp_path / 'ddp'
     result = subprocess.run(
-        ['torchrun', '--standalone', '--nproc_per_node', '2', '-m', 'pose6d_ros.core.cli', 'train',
+        ['torchrun', '--standalone', '--nproc_per_node', '2', '-m', 'pose6d_ros.tools.cli',
+         'train',
          '--method', 'keypoints', '--data', str(tiny_dataset), '--out', str(out),
          '--input-size', '96x72', '--backbone', 'hrnet_tiny', '--epochs', '1',
          '--batch-size', '4', '--workers', '0', '--device', 'cpu', '--quiet'],
@@ -241,7 +242,7 @@ def test_data_workers_start_afresh_every_epoch_from_a_forkserver(tiny_dataset, t
     They are not forked from the training process (whose thread pools can hold a lock: a worker
     then hangs).
     """
-    from pose6d_ros.core.train import _worker_start_method
+    from pose6d_ros.core.training.train import _worker_start_method
 
     assert _worker_start_method(0) is None
     assert _worker_start_method(2) in ('forkserver', None)  # None where there is none
@@ -295,7 +296,7 @@ def test_training_crop_is_a_window_of_the_input_around_an_object(tiny_dataset):
 
 def test_fine_tuning_starts_from_the_given_weights(tiny_bundle, tiny_dataset, tmp_path):
     from pose6d_ros.core.errors import Pose6dError
-    from pose6d_ros.core.train import _load_initial_weights
+    from pose6d_ros.core.training.train import _load_initial_weights
 
     bundle = load_bundle(tiny_bundle)
     method = get_method('keypoints', len(bundle.objects), bundle.card['network'])

@@ -1,4 +1,4 @@
-"""How many CPU threads inference should use.
+"""The machine: how many CPU threads inference should use, and the facts reports record.
 
 PyTorch starts with one thread per core it can see through the process's affinity mask. In a
 container limited by a CPU quota (`docker run --cpus 2` on a 16-core host) every core is in
@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+import platform
+
+import cv2
+import numpy as np
 
 CGROUP_ROOT = Path('/sys/fs/cgroup')
 PROC_CGROUP = Path('/proc/self/cgroup')
@@ -56,7 +60,7 @@ def inference_threads(requested=0, current=None, cgroup_root=CGROUP_ROOT):
     if requested and requested > 0:
         return int(requested)
     if current is None:
-        import torch
+        import torch  # deferred: synth and the benchmarks read this module without a network
 
         current = torch.get_num_threads()
     return max(1, min(int(current), available_cpus(cgroup_root)))
@@ -81,3 +85,16 @@ def _ratio(quota, period):
     except ValueError:
         return None
     return quota / period if quota > 0 and period > 0 else None
+
+
+def machine_info():
+    """What the figures were measured on."""
+    return {
+        'machine': platform.machine(),
+        'processor': platform.processor() or platform.machine(),
+        'cpu_count': os.cpu_count(),
+        'cpus_available': available_cpus(),  # affinity mask and container CPU quota
+        'python': platform.python_version(),
+        'numpy': np.__version__,
+        'opencv': cv2.__version__,
+    }

@@ -19,7 +19,9 @@ from pathlib import Path
 import shutil
 import tempfile
 
-from pose6d_ros.core.report import move_into_place
+from tqdm import tqdm
+
+from pose6d_ros.core.files import move_into_place
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import BagError, FrameError
 from pose6d_ros.ros.pipeline import FramePipeline, PipelineConfig
@@ -241,8 +243,6 @@ def _add_connections(writer, reader, types, ns, debug_image, summary):
 
 def _process(reader, writer, copies, outputs, pipeline, types, infos, image_topic, summary,
              progress):
-    from tqdm import tqdm
-
     total = reader.topics[image_topic].msgcount
     with tqdm(total=total, unit='frame', disable=not progress, desc='pose6d bag') as bar:
         for conn, timestamp, raw in reader.messages():

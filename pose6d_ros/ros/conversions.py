@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.errors import CameraError
-from pose6d_ros.core.geometry import BOX_EDGES, box_keypoints, Pose
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.poses import BOX_EDGES, box_keypoints, Pose
 from pose6d_ros.ros.errors import FrameError
 
 MSG_DIR = Path(__file__).resolve().parent / 'msg'

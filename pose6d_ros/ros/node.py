@@ -43,10 +43,12 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 import tf2_ros
+import torch
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.inference.bundle import DEFAULT_MODEL, default_model
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import FrameError
 from pose6d_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
@@ -81,15 +83,13 @@ def bundled_model():
     """The folder of the bundled demo model, used when the model parameter is empty.
 
     Looked for in this package's share directory (colcon install), then where
-    `pose6d_ros.core.demo.default_model()` looks (source tree, pip prefix).
+    `pose6d_ros.core.inference.bundle.default_model()` looks (source tree, pip prefix).
     """
-    from pose6d_ros.core.demo import default_model, DEMO_MODEL
-
     looked = []
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        share = Path(get_package_share_directory('pose6d_ros')) / 'models' / DEMO_MODEL
+        share = Path(get_package_share_directory('pose6d_ros')) / 'models' / DEFAULT_MODEL
         if (share / 'card.yaml').is_file():
             return share
         looked.append(str(share))
@@ -100,7 +100,7 @@ def bundled_model():
     except Pose6dError:
         looked.append('models/ of the source tree and of the Python prefix')
         raise Pose6dError(f'parameter model is empty, which means the bundled demo model '
-                          f'{DEMO_MODEL}, but it is not installed (looked in '
+                          f'{DEFAULT_MODEL}, but it is not installed (looked in '
                           f'{"; ".join(looked)}); set model to a model bundle folder '
                           '(--ros-args -p model:=DIR)') from None
 
@@ -204,8 +204,6 @@ class Pose6dPhases:
         device = str(getattr(self.pipeline.estimator, 'device', ''))
         self.pipeline = None
         if device.startswith('cuda'):
-            import torch
-
             torch.cuda.empty_cache()
 
     def destroy_node(self):

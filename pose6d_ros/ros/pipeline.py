@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 from pose6d_ros.core.errors import CameraError, Pose6dError
-from pose6d_ros.core.geometry import Pose
+from pose6d_ros.core.geometry import draw
+from pose6d_ros.core.geometry.poses import Pose
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import FrameError
 
@@ -150,9 +151,7 @@ class FrameResult:
 
     def debug_rgb(self):
         """The overlay (H, W, 3) uint8: boxes, axes, labels drawn on the camera image."""
-        from pose6d_ros.core.draw import draw_poses
-
-        return draw_poses(self.image_rgb, self.camera_poses, self.camera)
+        return draw.draw_poses(self.image_rgb, self.camera_poses, self.camera)
 
     def debug_image(self, encoding='rgb8'):
         """sensor_msgs/Image of the overlay, in the camera frame."""
@@ -246,10 +245,10 @@ def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0, 
     cpu_threads: the network's threads on a CPU (0: as many as the process may use).
     onnx: run the network from this ONNX file of the bundle (onnxruntime, CPU); '' = PyTorch.
     """
-    try:
-        from pose6d_ros.core.estimator import Estimator, EstimatorConfig
+    try:  # deferred: a broken PyTorch install is one message from the node, not a traceback
+        from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
     except ImportError as exc:
-        raise Pose6dError('cannot load the estimator (pose6d_ros.core.estimator): '
+        raise Pose6dError('cannot load the estimator (pose6d_ros.core.inference.estimator): '
                           f'{exc}') from None
     estimator = Estimator.from_bundle(bundle, device=device,
                                       config=EstimatorConfig(compile=compile_network,

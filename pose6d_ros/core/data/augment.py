@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
@@ -98,9 +99,7 @@ def _decode_reduced(path, width, height):
     """Decode a photo as RGB; JPEGs far larger than (width, height) are decoded at 1/2..1/8."""
     flags = cv2.IMREAD_COLOR
     try:
-        from PIL import Image  # reads the header only: the size without decoding
-
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size without decoding
             photo_w, photo_h = image.size
         # Keep at least twice the output size so that half-size crops stay sharp.
         for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),

@@ -38,10 +38,10 @@ import shutil
 import cv2
 import numpy as np
 
-from pose6d_ros.core.camera import CameraModel
 from pose6d_ros.core.errors import CameraError, DatasetError
-from pose6d_ros.core.geometry import box_2d
-from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectSet
+from pose6d_ros.core.geometry.poses import box_2d
 
 MM = 1e-3  # millimetres -> metres
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')

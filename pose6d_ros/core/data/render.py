@@ -26,8 +26,9 @@ import time
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core.camera import CameraModel
+from pose6d_ros.core.geometry.camera import CameraModel
 
 BACKENDS = ('egl', 'osmesa')
 INSTALL_HINT = ('install the Python binding with `pip install moderngl`, and the system OpenGL '
@@ -692,7 +693,6 @@ def benchmark(width=640, height=480, frames=50, backend='auto') -> dict:
                         colors=(sphere.normals + 1.0) / 2.0)
     f = 0.9 * width
     camera = CameraModel.from_intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
-    from scipy.spatial.transform import Rotation
     scenes = []
     for _ in range(frames):
         rotations = Rotation.random(2, random_state=rng).as_matrix()

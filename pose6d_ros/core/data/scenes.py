@@ -22,7 +22,7 @@ from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.data.augment import procedural_background
 from pose6d_ros.core.data.render import Lighting, MeshData, uv_sphere
 from pose6d_ros.core.errors import ObjectModelError, Pose6dError
-from pose6d_ros.core.geometry import box_2d, random_rotation
+from pose6d_ros.core.geometry.poses import box_2d, random_rotation
 
 VIEWS = ('sphere', 'upper_hemisphere')
 ELEVATION_SAMPLING = ('area', 'angle')

@@ -32,16 +32,29 @@ import os
 from pathlib import Path
 import shutil
 import signal
+import tempfile
 import time
 
+import cv2
 import numpy as np
+from tqdm import tqdm
+import trimesh
 import yaml
 
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.data.augment import Backgrounds, Photometric
-from pose6d_ros.core.data.scenes import SceneConfig
+from pose6d_ros.core.cpus import machine_info
+from pose6d_ros.core.data.augment import Backgrounds, composite, Photometric, procedural_background
+from pose6d_ros.core.data.bop import Annotation, BopWriter
+from pose6d_ros.core.data.render import MeshData, Renderer
+from pose6d_ros.core.data.scenes import (
+    render_scene,
+    sample_scene,
+    SceneConfig,
+    set_silhouette_points,
+    silhouette_points,
+)
 from pose6d_ros.core.errors import ObjectModelError, Pose6dError
-from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectSet
 
 SETTINGS_FILE = 'synth.json'
 SUMMARY_FILE = 'summary.json'
@@ -151,8 +164,6 @@ def synthesize(objects, out, images, backgrounds=None, camera=None, seed=0, work
     larger `images`); a non-empty `out` that is not such a run is refused unless `force`,
     which deletes what synth writes there (train/, models/, synth.json, summary.json).
     """
-    from pose6d_ros.core.data.bop import BopWriter
-
     started = time.perf_counter()
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise Pose6dError(f'number of images must be a positive integer; got {images!r}')
@@ -251,9 +262,6 @@ class _Spec:
 
 def _prepared_objects(object_set):
     """(objects without meshes, MeshData list, silhouette points list) of a loaded set."""
-    from pose6d_ros.core.data.render import MeshData
-    from pose6d_ros.core.data.scenes import silhouette_points
-
     meshes = [MeshData.from_trimesh(obj.load_mesh()) for obj in object_set]
     silhouettes = [silhouette_points(obj) for obj in object_set]
     light = ObjectSet([replace(obj, _mesh=None) for obj in object_set])
@@ -264,9 +272,6 @@ class ImageMaker:
     """Draws, renders, composites and augments image i of a run (one per process)."""
 
     def __init__(self, spec):
-        from pose6d_ros.core.data.render import Renderer
-        from pose6d_ros.core.data.scenes import set_silhouette_points
-
         self.spec = spec
         self.objects = spec.objects
         camera = spec.camera
@@ -278,9 +283,6 @@ class ImageMaker:
 
     def make(self, index):
         """(index, image (H, W, 3) uint8 RGB, packed labels) of image `index`."""
-        from pose6d_ros.core.data.augment import composite
-        from pose6d_ros.core.data.scenes import render_scene, sample_scene
-
         spec, camera = self.spec, self.spec.camera
         rng = np.random.default_rng([spec.seed, index])
         scene = sample_scene(rng, self.objects, camera, spec.scene)
@@ -330,7 +332,6 @@ def _init_worker(spec):
     # do not print tracebacks of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One OpenCV thread per worker: the workers already use every core.
-    import cv2
 
     cv2.setNumThreads(1)
     try:
@@ -358,8 +359,6 @@ def _pack_label(label):
 
 
 def _write_sample(writer, camera, sample):
-    from pose6d_ros.core.data.bop import Annotation
-
     _index, image, labels = sample
     annotations, masks = [], []
     for label in labels:
@@ -510,8 +509,6 @@ def format_summary(summary, out):
 
 
 def _progress_bar(total, initial, enabled):
-    from tqdm import tqdm
-
     # disable=None: a bar on a terminal, nothing in logs and pipes.
     return tqdm(total=total, initial=initial, unit='img', desc='synth', dynamic_ncols=True,
                 disable=None if enabled else True)
@@ -538,10 +535,6 @@ def bench_synth(images=200, workers=None, width=640, height=480, seed=0, image_f
     size of LINEMOD's) and a few photo-like backgrounds in a temporary folder, then times a
     whole run: rendering, compositing, augmentation and writing, with all the workers.
     """
-    import tempfile
-
-    from pose6d_ros.core.bench import machine_info
-
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix='pose6d_bench_synth_') as tmp:
         tmp = Path(tmp)
@@ -568,8 +561,6 @@ def bench_synth(images=200, workers=None, width=640, height=480, seed=0, image_f
 
 def _bench_objects(folder):
     """Two vertex-coloured meshes (metres) and an objects YAML naming them."""
-    import trimesh
-
     box = trimesh.creation.box([0.10, 0.07, 0.05])
     for _ in range(5):  # 12 -> 12,288 faces, about a LINEMOD mesh
         box = box.subdivide()
@@ -593,10 +584,6 @@ def _bench_objects(folder):
 
 def _bench_backgrounds(folder, seed, count=6):
     """A few photo-like JPEGs (1024x768): procedural scenes, blurred, with noise."""
-    import cv2
-
-    from pose6d_ros.core.data.augment import procedural_background
-
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for index in range(count):

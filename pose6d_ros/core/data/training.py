@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from pose6d_ros.core.camera import Letterbox
 from pose6d_ros.core.data.augment import Photometric
-from pose6d_ros.core.geometry import CENTRE_INDEX, Pose
+from pose6d_ros.core.geometry.camera import Letterbox
+from pose6d_ros.core.geometry.poses import CENTRE_INDEX, Pose
 
 
 @dataclass

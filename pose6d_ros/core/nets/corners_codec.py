@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets.corners_anchors import CornersConfig
 from pose6d_ros.core.nets.instances import KeypointInstance
 
 NUM_CORNERS = 8
@@ -119,8 +120,6 @@ def decode_options(options):
 
 def network_config(config, outputs=None):
     """The CornersConfig of a config, its dict, or (None) of the outputs' class count."""
-    from pose6d_ros.core.nets.corners import CornersConfig  # corners.py imports this module
-
     if config is None and outputs is not None:
         # Only right for a network with the default codec fields (see loss_for_batch).
         return CornersConfig(num_classes=outputs['scores'].shape[-1] - 1)

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from pose6d_ros.core import metrics
-from pose6d_ros.core.geometry import Pose
+from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.poses import Pose
 
 
 class PoseEvaluator:

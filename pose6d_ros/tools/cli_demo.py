@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pose6d_ros.core.cli_args import positive_float, positive_int, size
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.tools.cli_args import positive_float, positive_int, size
 
 
 def register(commands):
@@ -44,7 +45,7 @@ def register(commands):
 
 
 def _run_demo(args):
-    from pose6d_ros.core.demo import run_demo
+    from pose6d_ros.tools.demo import run_demo  # deferred: torch (fast --help)
 
     run_demo(out=args.out, model=args.model, frames=args.frames, size=args.size,
              seed=args.seed, device=args.device, force=args.force)
@@ -52,8 +53,7 @@ def _run_demo(args):
 
 
 def _run_demo_object(args):
-    from pose6d_ros.core import demo_object
-    from pose6d_ros.core.errors import Pose6dError
+    from pose6d_ros.tools import demo_object  # deferred: matplotlib (fast --help)
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -1,6 +1,8 @@
 """The `pose6d` command: one entry point for the offline tools.
 
-Sub-commands import their heavy modules lazily, so `pose6d --help` stays instant.
+The parser is built from light modules (cli_*.py: argument parsing only); each sub-command
+imports its heavy modules (torch, OpenGL, rosbags) when it runs, so `pose6d --help` stays
+instant.
 Bad input ends with one line `pose6d: error: ...` on stderr and exit status 1.
 """
 
@@ -8,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pose6d_ros import __version__
-from pose6d_ros.core.cli_args import id_list as _id_list
-from pose6d_ros.core.cli_args import non_negative_int as _non_negative_int
-from pose6d_ros.core.cli_args import positive_int as _positive_int
-from pose6d_ros.core.cli_args import size as _size
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.tools import cli_demo, cli_tools, cli_train
+from pose6d_ros.tools.cli_args import id_list as _id_list
+from pose6d_ros.tools.cli_args import non_negative_int as _non_negative_int
+from pose6d_ros.tools.cli_args import positive_int as _positive_int
+from pose6d_ros.tools.cli_args import size as _size
 
 
 def build_parser():
@@ -116,13 +120,8 @@ def build_parser():
                             '(lossless, slower) (default: jpg)')
     synth.set_defaults(run=_run_synth)
 
-    from pose6d_ros.core import cli_train
-
-    cli_train.register(commands)
-    from pose6d_ros.core import cli_demo
-    cli_demo.register(commands)
-    from pose6d_ros.core import cli_tools
-    cli_tools.register(commands)
+    for module in (cli_train, cli_demo, cli_tools):
+        module.register(commands)
 
     bag = commands.add_parser(
         'bag', help='run a model over a recorded ROS 2 bag (sqlite3 or mcap; no ROS install '
@@ -177,7 +176,7 @@ def main(argv=None):
 
 
 def _run_selfcheck(args):
-    from pose6d_ros.core import selfcheck
+    from pose6d_ros.tools import selfcheck
 
     report = selfcheck.run(trials=args.trials, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else selfcheck.format_report(report))
@@ -187,7 +186,7 @@ def _run_selfcheck(args):
 def _run_bench_model(args):
     if not args.model:
         raise Pose6dError('pose6d bench needs --model BUNDLE (or a sub-command: pnp, synth)')
-    from pose6d_ros.core.bench import bench_model, format_bench
+    from pose6d_ros.tools.bench import bench_model, format_bench
 
     report = bench_model(args.model, device=args.device, size=args.size, frames=args.frames,
                          warmup=args.warmup, compile_network=args.compile,
@@ -197,14 +196,14 @@ def _run_bench_model(args):
 
 
 def _run_bench_params(args):
-    from pose6d_ros.core.bench import parameter_counts
+    from pose6d_ros.tools.bench import parameter_counts
 
     print(json.dumps(parameter_counts(args.classes, args.flops), indent=2))
     return 0
 
 
 def _run_bench_pnp(args):
-    from pose6d_ros.core.bench import bench_pnp
+    from pose6d_ros.tools.bench import bench_pnp
 
     print(json.dumps(bench_pnp(trials=args.trials, seed=args.seed, threads=args.threads),
                      indent=2))
@@ -222,10 +221,8 @@ def _run_bench_synth(args):
 
 
 def _run_synth(args):
-    import os
-
-    from pose6d_ros.core.camera import CameraModel
     from pose6d_ros.core.data import synth
+    from pose6d_ros.core.geometry.camera import CameraModel
 
     camera = CameraModel.load(args.camera) if args.camera else None
     config = synth.SynthConfig.load(args.config) if args.config else None

@@ -31,8 +31,16 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 
+from pose6d_ros.core.data.bop import BopDataset
+from pose6d_ros.core.data.synth import render_frames
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.geometry.camera import default_camera, Letterbox
+from pose6d_ros.core.inference.bundle import load_bundle
+from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
+from pose6d_ros.core.inference.onnx_export import DEFAULT_OPSET, export_onnx
+from pose6d_ros.core.inference.onnx_network import INPUT_NAME, require_onnx
 
 DEFAULT_CALIBRATION_IMAGES = 32
 CHECK_IMAGES = 8              # frames kept out of calibration for the agreement check
@@ -65,12 +73,9 @@ def export_int8(bundle_path, out=None, calibration=None, images=DEFAULT_CALIBRAT
                 opset=None, force=False, max_keypoint_shift=MAX_KEYPOINT_SHIFT, skip_check=False,
                 seed=0, log=None):
     """Write `<bundle>/model_int8.onnx` (or `out`); see the module docstring."""
-    from pose6d_ros.core.bundle import load_bundle
-    from pose6d_ros.core.export import _require_onnx, DEFAULT_OPSET, export_onnx
-
     start = time.perf_counter()
     bundle = load_bundle(bundle_path)
-    onnx, _onnxruntime = _require_onnx()
+    onnx, _onnxruntime = require_onnx()
     out = Path(out) if out is not None else Path(bundle_path) / 'model_int8.onnx'
     if out.exists() and not force:
         raise Pose6dError(f'{out} already exists; pass --force to overwrite it')
@@ -129,8 +134,6 @@ def calibration_images(bundle, calibration, count, seed=0):
     From a `pose6d synth` / BOP folder (evenly spread over its images) when `calibration` is
     given, else rendered views of the bundle's objects (their meshes must be in the bundle).
     """
-    from pose6d_ros.core.report import default_camera
-
     if calibration is not None:
         return _dataset_images(calibration, count)
     return _rendered_images(bundle, default_camera(*bundle.input_size), count, seed)
@@ -138,23 +141,17 @@ def calibration_images(bundle, calibration, count, seed=0):
 
 def network_input(estimator, image):
     """An image as the estimator feeds it to its network: (1, 3, H, W) float32 array."""
-    from pose6d_ros.core.camera import Letterbox
-
     letterbox = Letterbox.fit(image.shape[1], image.shape[0], *estimator.input_size)
     return estimator.preprocess([image], [letterbox]).numpy()
 
 
 def _onnx_estimator(bundle, path):
     """The bundle's estimator running the ONNX file `path`: its preprocess and its decoder."""
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-
     return Estimator.from_bundle(bundle.path, device='cpu',
                                  config=EstimatorConfig(onnx=str(path)))
 
 
 def _dataset_images(folder, count):
-    from pose6d_ros.core.data.bop import BopDataset
-
     try:
         dataset = BopDataset(folder)
     except Pose6dError as exc:
@@ -171,8 +168,6 @@ def _dataset_images(folder, count):
 
 
 def _rendered_images(bundle, camera, count, seed):
-    from pose6d_ros.core.data.synth import render_frames
-
     try:
         frames = render_frames(bundle.objects, camera, count, seed)
     except Exception as exc:  # no meshes in the bundle, or no OpenGL
@@ -192,7 +187,6 @@ def _quantize(fp32_path, out_path, frames, folder):
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from pose6d_ros.core.export import INPUT_NAME
 
     prepared = folder / 'prepared.onnx'
     quant_pre_process(str(fp32_path), str(prepared))
@@ -251,8 +245,6 @@ def keypoint_agreement(fp32, int8, frames, min_score=0.3):
     int8 instance of the same class whose keypoints lie closest; a keypoint found by fp32 and
     not there counts as missed.
     """
-    import torch
-
     shifts, missed = [], 0
     for frame in frames:
         tensor = torch.from_numpy(frame)

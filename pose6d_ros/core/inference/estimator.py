@@ -15,13 +15,16 @@ import cv2
 import numpy as np
 import torch
 
-from pose6d_ros.core.camera import Letterbox
 from pose6d_ros.core.cpus import inference_threads
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.geometry import box_2d
-from pose6d_ros.core.methods import get_method
-from pose6d_ros.core.pnp import solve_pnp
-from pose6d_ros.core.results import ObjectPose
+from pose6d_ros.core.geometry.camera import Letterbox
+from pose6d_ros.core.geometry.pnp import solve_pnp
+from pose6d_ros.core.geometry.poses import box_2d
+from pose6d_ros.core.geometry.results import ObjectPose
+from pose6d_ros.core.inference.bundle import load_bundle
+from pose6d_ros.core.inference.onnx_network import OnnxNetwork
+from pose6d_ros.core.nets.fuse import fuse_conv_bn
+from pose6d_ros.core.nets.methods import get_method
 
 
 @dataclass
@@ -82,8 +85,6 @@ class Estimator:
     @classmethod
     def from_bundle(cls, path, device='auto', config=None):
         """Load a model bundle (see bundle.py); refuses a corrupt or mismatched one clearly."""
-        from pose6d_ros.core.bundle import load_bundle
-
         bundle = load_bundle(path)
         config = config or EstimatorConfig()
         if config.onnx:
@@ -203,7 +204,6 @@ class Estimator:
             return network
         network = network.eval()
         if self.config.optimize:
-            from pose6d_ros.core.nets.fuse import fuse_conv_bn
 
             width, height = self.input_size
             network = fuse_conv_bn(network, torch.rand(1, 3, height, width))
@@ -239,8 +239,6 @@ class Estimator:
 
 def _onnx_network(bundle, device, config):
     """(OnnxNetwork, 'cpu') for `config.onnx`; refuses what it cannot honour."""
-    from pose6d_ros.core.onnx_network import OnnxNetwork
-
     if device not in (None, 'auto', 'cpu'):
         raise Pose6dError(f'an ONNX model runs on the CPU (onnxruntime); device {device!r} was '
                           'asked for: use device "cpu" or "auto", or drop the ONNX model')

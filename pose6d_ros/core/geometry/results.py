@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pose6d_ros.core.geometry import Pose
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose
 
 
 @dataclass
@@ -41,8 +41,6 @@ class ObjectPose:
 
     def box_corners_camera(self):
         """The 8 corners of the object's box in the camera frame (8, 3), keypoint order."""
-        from pose6d_ros.core.geometry import box_keypoints
-
         half = np.asarray(self.box_size) / 2.0
         corners = box_keypoints(self.box_centre - half, self.box_centre + half)[:8]
         return self.pose.transform(corners)

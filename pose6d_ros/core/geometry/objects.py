@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial.distance import pdist
+import trimesh
 import yaml
 
 from pose6d_ros.core.errors import ObjectModelError
-from pose6d_ros.core.geometry import box_keypoints, NUM_KEYPOINTS, Pose
+from pose6d_ros.core.geometry.poses import box_keypoints, NUM_KEYPOINTS, Pose
 
 MESH_SUFFIXES = ('.ply', '.obj')
 _YAML_KEYS = {'name', 'id', 'mesh', 'scale', 'diameter', 'keypoints',
@@ -283,8 +285,6 @@ class ObjectSet:
 
 def load_mesh(path, scale=1.0):
     """Load a PLY/OBJ triangle mesh (vertex colours and textures kept), scaled to metres."""
-    import trimesh  # heavy import; only where meshes are read
-
     path = Path(path)
     if not path.is_file():
         raise ObjectModelError(f'mesh file not found: {path}')
@@ -385,8 +385,6 @@ def _positive(value, where):
 
 
 def _relpath(path, start):
-    import os
-
     try:
         return os.path.relpath(path.resolve(), start.resolve())
     except ValueError:  # another drive on Windows

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 import torch
 
-from pose6d_ros.core.metrics import iou_2d
+from pose6d_ros.core.geometry.metrics import iou_2d
 from pose6d_ros.core.nets import corners_codec
 from pose6d_ros.core.nets.instances import KeypointInstance
 from pose6d_ros.core.nets.keypoint_codec import CENTROID, from_map, NUM_CORNERS, NUM_KEYPOINTS

@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from pose6d_ros.core import metrics
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.geometry import box_keypoints, Pose, random_rotation
-from pose6d_ros.core.objects import ObjectModel, Symmetries
-from pose6d_ros.core.pnp import solve_pnp
+from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectModel, Symmetries
+from pose6d_ros.core.geometry.pnp import solve_pnp
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose, random_rotation
 
 
 def builtin_object():

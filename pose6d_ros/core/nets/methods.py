@@ -15,6 +15,11 @@ import torch
 
 from pose6d_ros.core.config_fields import check_keys, dataclass_kwargs
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets import corners_codec
+from pose6d_ros.core.nets.corners import CornersNet
+from pose6d_ros.core.nets.hrpose import HRPose, HRPoseConfig
+from pose6d_ros.core.nets.hrpose_loss import split_keypoint_loss
+from pose6d_ros.core.nets.keypoint_codec import CodecConfig, decode, encode
 
 
 class KeypointsMethod:
@@ -23,8 +28,6 @@ class KeypointsMethod:
     name = 'keypoints'
 
     def __init__(self, num_classes, network=None, decoder=None, loss=None):
-        from pose6d_ros.core.nets.keypoint_codec import CodecConfig
-
         self.num_classes = int(num_classes)
         self.network_config = dict(network or {})
         self.network_config['num_classes'] = self.num_classes
@@ -33,8 +36,6 @@ class KeypointsMethod:
         self.peak_weight = float(loss.get('peak_weight', 0.0))
 
     def build_network(self):
-        from pose6d_ros.core.nets.hrpose import HRPose, HRPoseConfig
-
         return HRPose(HRPoseConfig.from_dict(self.network_config))
 
     def decoder_config(self):
@@ -42,8 +43,6 @@ class KeypointsMethod:
 
     def targets(self, instances, input_size):
         """{'belief': (C*9, h, w), 'vectors': (C*16, h, w)} for one sample."""
-        from pose6d_ros.core.nets.keypoint_codec import encode
-
         width, height = input_size
         belief, vectors = encode([(i.class_id, i.keypoints) for i in instances],
                                  self.num_classes, math.ceil(height / self.codec.stride),
@@ -52,15 +51,11 @@ class KeypointsMethod:
 
     def loss(self, outputs, targets, stage=2):
         """Task loss: MSE on maps and fields (see hrpose_loss) -> (total, {name: value})."""
-        from pose6d_ros.core.nets.hrpose_loss import split_keypoint_loss
-
         belief, vectors = split_keypoint_loss(outputs, targets, self.peak_weight)
         return belief + vectors, {'belief': belief.detach(), 'vectors': vectors.detach()}
 
     def decode(self, outputs):
         """Per image, a list of KeypointInstance in network-input pixels."""
-        from pose6d_ros.core.nets.keypoint_codec import decode
-
         return decode(outputs['belief'], outputs['vectors'], self.num_classes, self.codec)
 
 
@@ -77,8 +72,6 @@ class CornersMethod:
         self.loss_options = dict(loss or {})  # corners_codec.LossConfig fields
 
     def build_network(self):
-        from pose6d_ros.core.nets.corners import CornersNet
-
         return CornersNet.from_config_dict(self.network_config)
 
     def decoder_config(self):
@@ -96,14 +89,10 @@ class CornersMethod:
 
     def loss(self, outputs, targets, stage=2):
         """Softmax CE with hard negatives + alpha * box + beta * corners (stage 1: no corners)."""
-        from pose6d_ros.core.nets import corners_codec
-
         return corners_codec.loss_for_batch(outputs, targets, self.network_config, stage=stage,
                                             **self.loss_options)
 
     def decode(self, outputs):
-        from pose6d_ros.core.nets import corners_codec
-
         return corners_codec.decode_for_batch(outputs, self.network_config, **self.decoder)
 
 

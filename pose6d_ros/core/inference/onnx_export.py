@@ -1,4 +1,4 @@
-"""`pose6d export`: a bundle's network as an ONNX file, checked against PyTorch.
+"""A bundle's network as an fp32 ONNX file, checked against PyTorch (`pose6d export`).
 
 Only the network is exported; decoding (peaks and vector fields, or anchors + NMS) and PnP
 stay in Python. The graph takes one input, `image` (B, 3, H, W) float32, normalised with the
@@ -28,14 +28,15 @@ from pathlib import Path
 import time
 import warnings
 
-from pose6d_ros.core.errors import Pose6dError
+import numpy as np
+import torch
 
-FORMATS = ('onnx', 'onnx-int8')   # onnx-int8: quantize.py
-OUTPUTS = {'keypoints': ('belief', 'vectors'), 'corners': ('scores', 'boxes', 'corners')}
-INPUT_NAME = 'image'
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.inference.bundle import load_bundle
+from pose6d_ros.core.inference.onnx_network import INPUT_NAME, OUTPUTS, require_onnx
+
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-3   # max abs difference, fp32
-INSTALL_HINT = 'pip install -e ".[export]"'
 
 
 @dataclass
@@ -51,20 +52,7 @@ class ExportResult:
     tolerance: float = PARITY_TOLERANCE
 
 
-def _require_onnx():
-    """(onnx, onnxruntime), or a Pose6dError saying how to install them."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as exc:
-        raise Pose6dError(f'ONNX export needs the onnx and onnxruntime packages ({exc}); '
-                          f'install them with: {INSTALL_HINT}') from None
-    return onnx, onnxruntime
-
-
 def _export_module():
-    import torch
-
     class RawOutputs(torch.nn.Module):
         """The network with its output dict flattened to a tuple of the named tensors."""
 
@@ -80,34 +68,12 @@ def _export_module():
     return RawOutputs
 
 
-def export_model(bundle_path, fmt='onnx', out=None, opset=DEFAULT_OPSET, dynamic_batch=False,
-                 force=False, tolerance=PARITY_TOLERANCE, log=None, **int8_options):
-    """Export a bundle's network; see the module docstring. Returns an ExportResult.
-
-    out defaults to `<bundle>/model.onnx`. The file is written under a temporary name and
-    moved into place only when the parity check passes (max abs difference < tolerance);
-    otherwise a Pose6dError gives the differences. 'onnx-int8' is quantize.export_int8 (its
-    options in `int8_options`; batch 1), returning a QuantizeResult.
-    """
-    if fmt not in FORMATS:
-        raise Pose6dError(f'unknown export format {fmt!r}; expected one of {", ".join(FORMATS)}')
-    if fmt == 'onnx-int8':
-        from pose6d_ros.core.quantize import export_int8
-
-        return export_int8(bundle_path, out, opset=opset, force=force, log=log, **int8_options)
-    return export_onnx(bundle_path, out, opset, dynamic_batch, force, tolerance, log)
-
-
 def export_onnx(bundle_path, out=None, opset=DEFAULT_OPSET, dynamic_batch=False, force=False,
                 tolerance=PARITY_TOLERANCE, log=None):
     """ONNX export + onnxruntime parity check; see `export_model`."""
-    import torch
-
-    from pose6d_ros.core.bundle import load_bundle
-
     start = time.perf_counter()
     bundle = load_bundle(bundle_path)   # a missing or corrupt bundle fails first, clearly
-    onnx, onnxruntime = _require_onnx()
+    onnx, onnxruntime = require_onnx()
     if not isinstance(opset, int) or not 7 <= opset <= 25:
         raise Pose6dError(f'--opset must be an ONNX opset between 7 and 25; got {opset!r}')
     out = Path(out) if out is not None else Path(bundle_path) / 'model.onnx'
@@ -159,9 +125,6 @@ def export_onnx(bundle_path, out=None, opset=DEFAULT_OPSET, dynamic_batch=False,
 
 def _parity(onnxruntime, path, wrapper, sample, names):
     """Max abs difference per output between onnxruntime (CPU) and PyTorch on `sample`."""
-    import numpy as np
-    import torch
-
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     got = session.run(list(names), {INPUT_NAME: sample.numpy()})
     with torch.no_grad():
@@ -192,15 +155,3 @@ def _add_metadata(model, bundle, names):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = 'pose6d_ros'
-
-
-def format_result(result):
-    """The lines `pose6d export` prints."""
-    if not isinstance(result, ExportResult):   # an int8 export
-        from pose6d_ros.core.quantize import format_result as format_int8
-
-        return format_int8(result)
-    return (f'ONNX model: {result.path}\n'
-            f'outputs: {", ".join(result.output_names)}; parity checked on input '
-            f'{"x".join(str(v) for v in result.input_shape)}: max abs difference '
-            f'{result.max_abs_diff:.2e} (< {result.tolerance:g}); {result.seconds:.1f} s')

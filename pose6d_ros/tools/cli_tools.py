@@ -9,15 +9,15 @@ from __future__ import annotations
 import shlex
 import sys
 
+from pose6d_ros.tools.cli_args import id_list as _id_list
+from pose6d_ros.tools.cli_args import positive_int as _positive_int
+
 ONNX_HELP = ('run the network from this ONNX file of the bundle with onnxruntime on the CPU '
              '(written by pose6d export, e.g. --format onnx-int8)')
 
 
 def register(commands):
     """Add the eval, predict and export sub-commands to the `pose6d` parser."""
-    from pose6d_ros.core.cli_args import id_list as _id_list
-    from pose6d_ros.core.cli_args import positive_int as _positive_int
-
     evaluate = commands.add_parser(
         'eval', help='score a model bundle on a BOP-format dataset (metrics, table, curves, '
                      'BOP results CSV)',
@@ -104,7 +104,9 @@ def _command(args, names):
 
 
 def _run_eval(args):
-    from pose6d_ros.core.report import evaluate_model
+    from pose6d_ros.tools.report import (
+        evaluate_model,  # deferred: torch (fast --help)
+    )
 
     args.command_name = 'eval'
     command = _command(args, ('model', 'data', 'split', 'objects', 'out', 'device',
@@ -118,8 +120,11 @@ def _run_eval(args):
 
 
 def _run_predict(args):
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-    from pose6d_ros.core.report import bundle_info, predict_image
+    from pose6d_ros.core.inference.estimator import (  # deferred: torch (fast --help)
+        Estimator,
+        EstimatorConfig,
+    )
+    from pose6d_ros.tools.report import bundle_info, predict_image
 
     estimator = Estimator.from_bundle(args.model, device=args.device,
                                       config=EstimatorConfig(onnx=args.onnx))
@@ -137,7 +142,10 @@ def _run_predict(args):
 
 
 def _run_export(args):
-    from pose6d_ros.core.export import export_model, format_result
+    from pose6d_ros.core.inference.export import (  # deferred: torch (fast --help)
+        export_model,
+        format_result,
+    )
 
     int8_options = {}
     if args.format == 'onnx-int8':

@@ -12,38 +12,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import shutil
-import sys
 import tempfile
 import time
 
+import cv2
 import numpy as np
+from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from pose6d_ros.core import metrics
-from pose6d_ros.core.camera import CameraModel
+from pose6d_ros.core.data.augment import composite, Photometric, procedural_background
+from pose6d_ros.core.data.render import Lighting, Renderer
+from pose6d_ros.core.data.scenes import (
+    _random_shape,
+    add_object_meshes,
+    Instance,
+    look_at_rotation,
+    render_scene,
+    Scene,
+    SceneConfig,
+    silhouette_points,
+)
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.geometry import Pose
+from pose6d_ros.core.files import move_into_place
+from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.draw import draw_poses
+from pose6d_ros.core.geometry.poses import Pose
+from pose6d_ros.core.inference.bundle import default_model
+from pose6d_ros.core.inference.estimator import Estimator
 
-DEMO_MODEL = 'demo_box_keypoints'
 UNOCCLUDED = 0.95  # visible fraction above which a view counts as unoccluded
 OUTPUTS = ('frames', 'demo.gif', 'poses.json', 'metrics.json')  # all that a demo run writes
 
 
-def default_model():
-    """The bundled demo model: models/ of the source tree, or of the installed package."""
-    candidates = [Path(__file__).resolve().parents[2] / 'models' / DEMO_MODEL,
-                  Path(sys.prefix) / 'share' / 'pose6d_ros' / 'models' / DEMO_MODEL]
-    for path in candidates:
-        if (path / 'card.yaml').is_file():
-            return path
-    raise Pose6dError('the bundled demo model was not found (looked in '
-                      f'{", ".join(str(p) for p in candidates)}); pass --model BUNDLE')
-
-
 def trajectory(frames, seed=0):
     """Poses T_cam_obj of a smooth orbit: azimuth sweep, rising and falling elevation."""
-    from pose6d_ros.core.data.scenes import look_at_rotation
-
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0.0, 2.0 * np.pi, 4)
     poses = []
@@ -63,18 +66,6 @@ def trajectory(frames, seed=0):
 
 def render_sequence(objects, camera, frames, seed=0, occluded_share=0.3):
     """Rendered frames [(image, Pose ground truth, visible fraction)] of the first object."""
-    from pose6d_ros.core.data.augment import composite, Photometric, procedural_background
-    from pose6d_ros.core.data.render import Lighting, Renderer
-    from pose6d_ros.core.data.scenes import (
-        _random_shape,
-        add_object_meshes,
-        Instance,
-        render_scene,
-        Scene,
-        SceneConfig,
-        silhouette_points,
-    )
-
     rng = np.random.default_rng([seed, 7])
     obj = objects[0]
     points = silhouette_points(obj)
@@ -130,10 +121,6 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
 
     `out` is replaced as a whole once every output is written (see `check_output_folder`).
     """
-    from pose6d_ros.core.draw import draw_poses
-    from pose6d_ros.core.estimator import Estimator
-    from pose6d_ros.core.report import move_into_place
-
     started = time.perf_counter()
     model = Path(model) if model else default_model()
     out = Path(out) if out else Path('pose6d_demo')
@@ -232,14 +219,10 @@ def format_summary(summary, out):
 
 
 def _write_png(path, image_rgb):
-    import cv2
-
     cv2.imwrite(str(path), np.ascontiguousarray(image_rgb[:, :, ::-1]))
 
 
 def _write_gif(path, images, fps=8):
-    from PIL import Image
-
     frames = [Image.fromarray(image).convert('P', palette=Image.ADAPTIVE) for image in images]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps),
                    loop=0, optimize=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from pose6d_ros.core.geometry import Pose
+from pose6d_ros.core.geometry.poses import Pose
 
 MIN_POINTS = 4
 RANSAC_MIN_POINTS = 6  # below this a single outlier cannot be told apart; solve directly

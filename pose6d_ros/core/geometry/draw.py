@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pose6d_ros.core.geometry import BOX_EDGES
+from pose6d_ros.core.geometry.poses import BOX_EDGES
 
 # Tableau-10 colours as RGB bytes, indexed by class id (the markers use the same order).
 COLORS_RGB = (

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import platform
+import json
+import resource
 import time
 
+import cv2
 import numpy as np
+import torch
 
-from pose6d_ros.core.camera import CameraModel
-from pose6d_ros.core.cpus import available_cpus
-from pose6d_ros.core.geometry import box_keypoints, Pose, random_rotation
-from pose6d_ros.core.pnp import solve_pnp
-
-
-def machine_info():
-    """What the figures were measured on."""
-    import cv2
-
-    return {
-        'machine': platform.machine(),
-        'processor': platform.processor() or platform.machine(),
-        'cpu_count': os.cpu_count(),
-        'cpus_available': available_cpus(),  # affinity mask and container CPU quota
-        'python': platform.python_version(),
-        'numpy': np.__version__,
-        'opencv': cv2.__version__,
-    }
+from pose6d_ros.core.cpus import machine_info
+from pose6d_ros.core.data.synth import render_frames
+from pose6d_ros.core.geometry.camera import CameraModel, default_camera
+from pose6d_ros.core.geometry.pnp import solve_pnp
+from pose6d_ros.core.geometry.poses import box_keypoints, Pose, random_rotation
+from pose6d_ros.core.inference.bundle import load_bundle
+from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig, select_device
+from pose6d_ros.core.nets.corners import CornersConfig, CornersNet
+from pose6d_ros.core.nets.dope import DopeNet
+from pose6d_ros.core.nets.hrpose import count_parameters, parameter_report
+from pose6d_ros.core.nets.keypoint_codec import CodecConfig
+from pose6d_ros.core.nets.methods import get_method
+from pose6d_ros.tools.reference_decode import PythonDecoding
 
 
 def bench_pnp(trials=2000, seed=0, threads=1):
@@ -35,8 +31,6 @@ def bench_pnp(trials=2000, seed=0, threads=1):
     Three cases: clean keypoints (1 px noise; the usual case), the same with per-point
     weights (the keypoints network passes peak confidences), and with 2 of 9 gross outliers.
     """
-    import cv2
-
     previous_threads = cv2.getNumThreads()
     cv2.setNumThreads(threads)
     try:
@@ -100,11 +94,6 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
     most research code runs; reference_decode.py), and a DOPE-sized network (VGG-19 + six
     stages) with the same loops, so speed-ups are ratios measured in one run.
     """
-    import torch
-
-    from pose6d_ros.core.bundle import load_bundle
-    from pose6d_ros.core.estimator import select_device
-
     device = select_device('cpu' if onnx and device in (None, 'auto') else device)
     threads = torch.get_num_threads()  # the estimators set their own (cpus.py): restored after
     try:
@@ -116,12 +105,6 @@ def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=
 
 def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compile_network,
                  references, onnx):
-    import torch
-
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-    from pose6d_ros.core.methods import get_method
-    from pose6d_ros.core.report import default_camera
-
     width, height = size
     camera = default_camera(width, height)
     images, source = _bench_frames(bundle.objects, camera, min(frames, 32), seed)
@@ -161,15 +144,10 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
         report['speedup_over_pytorch'] = round(
             report['reference_pytorch']['total_ms_median'] / total_median, 2)
     if references:
-        from pose6d_ros.core.reference_decode import PythonDecoding
-
         eager = make(EstimatorConfig(profile=True, amp=False, optimize=False),
                      method=PythonDecoding(bundle_method()))
         report['reference_eager_fp32'] = _time_estimator(eager, images, camera, frames,
                                                          warmup, device, per_stage=False)
-        from pose6d_ros.core.nets.dope import DopeNet
-        from pose6d_ros.core.nets.keypoint_codec import CodecConfig
-
         dope_method = get_method('keypoints', len(bundle.objects),
                                  decoder={'stride': 8, **{k: v for k, v in vars(
                                      CodecConfig()).items() if k != 'stride'}})
@@ -187,8 +165,6 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
 
 
 def _time_estimator(estimator, images, camera, frames, warmup, device, per_stage=True):
-    import torch
-
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats(device)
     stages = {k: [] for k in ('preprocess', 'network', 'decode', 'pnp', 'total')}
@@ -222,8 +198,6 @@ def _bench_frames(objects, camera, count, seed):
     """Rendered frames of the objects when their meshes load and GL works; else random ones."""
     rng = np.random.default_rng(seed)
     try:
-        from pose6d_ros.core.data.synth import render_frames
-
         frames = render_frames(objects, camera, count, seed)
         return [image for image, _labels in frames], 'rendered objects'
     except Exception as exc:  # no meshes in the bundle, or no OpenGL: time random images
@@ -234,15 +208,11 @@ def _bench_frames(objects, camera, count, seed):
 
 
 def _peak_rss_mb():
-    import resource
-
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def format_bench(report):
     """A short human-readable summary, followed by the JSON report."""
-    import json
-
     ours = report['ours']
     lines = [f'{report["method"]} model, input {report["input_size"][0]}x'
              f'{report["input_size"][1]}, images {report["image_size"][0]}x'
@@ -265,9 +235,6 @@ def format_bench(report):
 
 def parameter_counts(classes=(1, 8), flops=False):
     """Parameters of both networks, beside the papers' figures (HRPose Table III)."""
-    from pose6d_ros.core.nets.corners import CornersConfig, CornersNet
-    from pose6d_ros.core.nets.hrpose import count_parameters, parameter_report
-
     report = {'keypoints': parameter_report(tuple(classes), flops=flops),
               'paper_hrpose_table_3': {'teacher': 9.7e6, 'student': 4.2e6}, 'corners': {}}
     for depth in (18, 50):

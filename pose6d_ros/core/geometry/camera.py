@@ -396,3 +396,10 @@ def _matrix_data(data, key, required=True):
     if isinstance(entry, dict):
         entry = entry.get('data', [])
     return list(entry)
+
+
+def default_camera(width, height):
+    """The guess used without a calibration: fx = fy = 0.9 max(W, H), principal point centred."""
+    focal = 0.9 * max(width, height)
+    return CameraModel.from_intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0,
+                                       width, height)

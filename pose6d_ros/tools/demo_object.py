@@ -36,11 +36,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import io
-import os
 from pathlib import Path
 import textwrap
 
 import numpy as np
+from PIL import Image
+
+from pose6d_ros.core.files import write_atomic
 
 NAME = 'demo_box'
 OBJECT_ID = 1
@@ -585,25 +587,10 @@ def net_page_files(dpi=NET_DPI):
 
 def png_bytes(rgb, dpi=None):
     """PNG file bytes of an RGB uint8 image (no time stamps: deterministic)."""
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(rgb, 'RGB').save(buffer, format='PNG',
                                      **({'dpi': (dpi, dpi)} if dpi else {}))
     return buffer.getvalue()
-
-
-def _write_atomic(path, data):
-    """Write bytes under a temporary name in the same folder, then move it into place."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def generate(out_dir, px_per_mm=4, net=True):
@@ -620,13 +607,13 @@ def generate(out_dir, px_per_mm=4, net=True):
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     # Texture and material first: the OBJ that names them appears last of the three.
-    written[TEXTURE_FILE] = _write_atomic(out / TEXTURE_FILE,
+    written[TEXTURE_FILE] = write_atomic(out / TEXTURE_FILE,
                                           png_bytes(texture_atlas(px_per_mm)))
-    written[MTL_FILE] = _write_atomic(out / MTL_FILE, mtl_text().encode())
-    written[MESH_FILE] = _write_atomic(out / MESH_FILE, obj_text().encode())
-    written[OBJECTS_FILE] = _write_atomic(out / OBJECTS_FILE, objects_yaml_text().encode())
+    written[MTL_FILE] = write_atomic(out / MTL_FILE, mtl_text().encode())
+    written[MESH_FILE] = write_atomic(out / MESH_FILE, obj_text().encode())
+    written[OBJECTS_FILE] = write_atomic(out / OBJECTS_FILE, objects_yaml_text().encode())
     if net:
         png, pdf = net_page_files()
-        written[NET_PNG_FILE] = _write_atomic(out / NET_PNG_FILE, png)
-        written[NET_PDF_FILE] = _write_atomic(out / NET_PDF_FILE, pdf)
+        written[NET_PNG_FILE] = write_atomic(out / NET_PNG_FILE, png)
+        written[NET_PDF_FILE] = write_atomic(out / NET_PDF_FILE, pdf)
     return written

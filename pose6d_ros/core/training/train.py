@@ -13,19 +13,30 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict, dataclass, field
 import math
+import multiprocessing
 import os
 from pathlib import Path
 import platform
 import sys
 import time
 
+import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 import yaml
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
+from pose6d_ros.core.data.bop import BopDataset
+from pose6d_ros.core.data.training import AugmentConfig, collate, PoseSamples
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.geometry.objects import ObjectSet
+from pose6d_ros.core.inference.bundle import load_bundle, save_bundle
+from pose6d_ros.core.inference.estimator import Estimator, select_device
+from pose6d_ros.core.inference.evaluate import evaluate_dataset
 from pose6d_ros.core.nets import efficientnet
+from pose6d_ros.core.nets.hrpose_loss import distillation_loss, DistillationWeights
+from pose6d_ros.core.nets.methods import get_method
 from pose6d_ros.core.safe_load import torch_load
 
 # What every checkpoint.pt holds (see _save_checkpoint).
@@ -169,14 +180,6 @@ class _View:
 
 def train(config, resume=False, progress=True):
     """Train as configured; returns the path of the bundle written at the end."""
-    from pose6d_ros.core.bundle import save_bundle
-    from pose6d_ros.core.data.bop import BopDataset
-    from pose6d_ros.core.data.training import AugmentConfig, collate, PoseSamples
-    from pose6d_ros.core.estimator import Estimator, select_device
-    from pose6d_ros.core.evaluate import evaluate_dataset
-    from pose6d_ros.core.methods import get_method
-    from pose6d_ros.core.objects import ObjectSet
-
     config = config.resolved()
     if not config.data or not config.out:
         raise Pose6dError('training needs --data (a BOP dataset) and --out (a run directory)')
@@ -334,13 +337,13 @@ def train(config, resume=False, progress=True):
 
 def _load_initial_weights(network, path):
     """Fine-tuning: copy the weights of a bundle folder or a checkpoint.pt into `network`."""
-    from pose6d_ros.core.bundle import load_bundle
-
     path = Path(path)
     if path.is_dir():
         state_dict = load_bundle(path).state_dict
     else:
-        state_dict = load_checkpoint(path, 'cpu', 'init_weights')['model']
+        state_dict = load_checkpoint(path, 'cpu', 'init_weights',
+                                     expected='a model bundle folder or a training checkpoint.pt '
+                                              '(tensors and plain values only)')['model']
     try:
         network.load_state_dict(state_dict)
     except RuntimeError as exc:
@@ -372,12 +375,12 @@ def _say(line, rank):
         print(f'pose6d: {line}', file=sys.stderr)
 
 
-def load_checkpoint(path, device, flag):
+def load_checkpoint(path, device, flag,
+                    expected='a pose6d training checkpoint.pt (tensors and plain values only)'):
     """A training checkpoint, read weights-only (safe_load.py): it cannot run code.
 
-    A refused or foreign file is one Pose6dError naming `flag` and the file.
+    A refused or foreign file is one Pose6dError naming `flag`, the file and `expected`.
     """
-    expected = 'a pose6d training checkpoint.pt (tensors and plain values only)'
     state = torch_load(path, str(path), expected, context=f'{flag}: ', map_location=device)
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
@@ -392,8 +395,6 @@ def _worker_start_method(workers):
     thread pools (OpenMP, OpenCV) may hold a lock at that moment, can wait for it forever (seen
     after a validation pass).
     """
-    import multiprocessing
-
     if workers > 0 and 'forkserver' in multiprocessing.get_all_start_methods():
         return 'forkserver'
     return None
@@ -405,8 +406,6 @@ def _single_threaded_worker(_worker_id):
     Oversubscribed cores make training several times slower (spinning OpenMP threads of the
     workers fight the training step's).
     """
-    import cv2
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
@@ -427,7 +426,6 @@ def _lr_factor(config):
 def _loss(method, outputs, targets, stage, teacher, images, config):
     if teacher is None:
         return method.loss(outputs, targets, stage)
-    from pose6d_ros.core.nets.hrpose_loss import distillation_loss, DistillationWeights
 
     with torch.no_grad():
         teacher_outputs = teacher(images)
@@ -439,7 +437,6 @@ def _loss(method, outputs, targets, stage, teacher, images, config):
 def _load_teacher(config, objects, device):
     if not config.teacher:
         return None
-    from pose6d_ros.core.bundle import load_bundle
 
     if config.method != 'keypoints':
         raise Pose6dError('distillation (--teacher) is for the keypoints method only')
@@ -538,8 +535,6 @@ class _Log:
 
 
 def _progress(total, initial, enabled):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, disable=not enabled, unit='it', dynamic_ncols=True,
                 desc='train')
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pose6d_ros.core.geometry import box_2d, rotation_angle_deg
+from pose6d_ros.core.geometry.poses import box_2d, rotation_angle_deg
 
 ADD_THRESHOLD = 0.1        # fraction of the object's diameter
 CM_DEG_THRESHOLDS = (0.05, 5.0)  # metres, degrees

@@ -6,7 +6,7 @@ letterbox, decoding and PnP are the same code as with PyTorch. On a CPU without 
 int8 file is the fast path (`pose6d bench --onnx FILE` measures it beside the PyTorch
 references).
 
-The file must come from the same bundle: its `pose6d.*` metadata (export.py) is compared with
+The file must come from the same bundle: its `pose6d.*` metadata (onnx_export.py) is compared with
 the bundle's card and the digest of its weights file, and a file from another model (or from
 earlier weights of this one) is refused before any frame is run. A relative path that is not
 found from the working directory is looked up in the bundle folder, so `model_int8.onnx`
@@ -22,22 +22,36 @@ import numpy as np
 import torch
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.nets.corners_anchors import CornersConfig, make_anchors
 
+# The graph's input and the outputs per method (onnx_export.py writes them).
+INPUT_NAME = 'image'
+OUTPUTS = {'keypoints': ('belief', 'vectors'), 'corners': ('scores', 'boxes', 'corners')}
+INSTALL_HINT = 'pip install -e ".[export]"'
 # card keys compared with the file's `pose6d.<key>` metadata
 CHECKED_KEYS = ('method', 'classes', 'input_size', 'normalisation', 'network')
+
+
+def require_onnx():
+    """(onnx, onnxruntime), or a Pose6dError saying how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise Pose6dError(f'ONNX export needs the onnx and onnxruntime packages ({exc}); '
+                          f'install them with: {INSTALL_HINT}') from None
+    return onnx, onnxruntime
 
 
 class OnnxNetwork:
     """Callable like the PyTorch network: (B, 3, H, W) float tensor -> dict of tensors.
 
-    The outputs are the method's raw tensors (export.OUTPUTS); the corners network's anchors,
+    The outputs are the method's raw tensors (OUTPUTS); the corners network's anchors,
     which are not in the graph, are added from the bundle's network.
     """
 
     def __init__(self, path, bundle, threads=1):
-        from pose6d_ros.core.export import _require_onnx, INPUT_NAME, OUTPUTS
-
-        _onnx, onnxruntime = _require_onnx()
+        _onnx, onnxruntime = require_onnx()
         self.path = resolve_onnx_path(path, bundle.path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(threads)
@@ -58,7 +72,6 @@ class OnnxNetwork:
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.anchors = None
         if bundle.method == 'corners':  # not in the graph: rebuilt from the config
-            from pose6d_ros.core.nets.corners import CornersConfig, make_anchors
 
             width, height = bundle.input_size
             self.anchors = make_anchors(CornersConfig.from_dict(bundle.card['network']),

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.tools.cli_args import positive_int as _positive_int
+
 
 def register(commands):
     """Add the train and distill sub-commands to the `pose6d` parser."""
@@ -25,8 +30,6 @@ def register(commands):
 
 
 def _common(parser):
-    from pose6d_ros.core.cli_args import positive_int as _positive_int
-
     parser.add_argument('--data', metavar='DIR', help='BOP-format training dataset')
     parser.add_argument('--val-data', metavar='DIR',
                         help='held-out BOP dataset (default: --val-fraction of --data)')
@@ -60,7 +63,10 @@ def _common(parser):
 
 
 def _run_train(args):
-    from pose6d_ros.core.train import load_config, train
+    from pose6d_ros.core.nets.methods import (
+        backbone_network_config,  # deferred: torch (fast --help)
+    )
+    from pose6d_ros.core.training.train import load_config, train
 
     overrides = {
         'method': args.method, 'data': args.data, 'val_data': args.val_data,
@@ -73,16 +79,10 @@ def _run_train(args):
     }
     config = load_config(args.config, overrides)
     if args.backbone:
-        from pose6d_ros.core.methods import backbone_network_config
-
         config.network = {**config.network,
                           **backbone_network_config(config.method, args.backbone)}
     if args.distill and config.method != 'keypoints':
-        from pose6d_ros.core.errors import Pose6dError
-
         raise Pose6dError('pose6d distill trains the keypoints method only')
-    import os
-
     bundle = train(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get('RANK', 0)) == 0:  # under torchrun, one line, not one per process
         print(f'model bundle: {bundle}')

@@ -17,21 +17,27 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+import hashlib
 from pathlib import Path
 import shutil
+import sys
 import tempfile
 
+import torch
 import yaml
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION  # noqa: F401 (re-exported)
-from pose6d_ros.core.objects import ObjectSet
+from pose6d_ros.core.nets.registry import build_network, METHODS
 from pose6d_ros.core.safe_load import torch_load
 
 BUNDLE_FORMAT = 'pose6d-bundle/1'
 CARD = 'card.yaml'
 WEIGHTS = 'weights.pt'
 OBJECTS = 'objects.yaml'
+# The model in models/ that `pose6d demo` and the node use when given none.
+DEFAULT_MODEL = 'demo_box_keypoints'
 
 
 class BundleError(Pose6dError):
@@ -58,14 +64,10 @@ class Bundle:
 
     def weights_sha256(self):
         """SHA-256 of the weights file: ties an export to these weights."""
-        import hashlib
-
         return hashlib.sha256((Path(self.path) / WEIGHTS).read_bytes()).hexdigest()
 
     def build_network(self):
         """The network with its weights loaded, in eval mode, on the CPU."""
-        from pose6d_ros.core.nets.registry import build_network
-
         network = build_network(self.method, self.card['network'])
         try:
             network.load_state_dict(self.state_dict)
@@ -84,8 +86,6 @@ def save_bundle(path, method, network_config, state_dict, objects, input_size,
     half_precision stores floating-point weights as float16 (half the size; they are loaded
     back as float32). copy_meshes copies every object's mesh into `meshes/`.
     """
-    import torch
-
     path = Path(path)
     if path.exists() and not force:
         raise BundleError(f'{path} already exists; pass force to overwrite it')
@@ -156,7 +156,6 @@ def _check_card(card, path):
     if card.get('format') != BUNDLE_FORMAT:
         raise BundleError(f'bundle {path}: unsupported format {card.get("format")!r}; '
                           f'expected {BUNDLE_FORMAT!r}')
-    from pose6d_ros.core.nets.registry import METHODS
 
     if card.get('method') not in METHODS:
         raise BundleError(f'bundle {path}: unknown method {card.get("method")!r}; expected one '
@@ -220,3 +219,14 @@ def _plain(value):
     if hasattr(value, 'item') and callable(value.item):
         return value.item()
     return value
+
+
+def default_model():
+    """The bundled default (demo) model: models/ of the source tree or of the installed package."""
+    candidates = [Path(__file__).resolve().parents[3] / 'models' / DEFAULT_MODEL,
+                  Path(sys.prefix) / 'share' / 'pose6d_ros' / 'models' / DEFAULT_MODEL]
+    for path in candidates:
+        if (path / 'card.yaml').is_file():
+            return path
+    raise Pose6dError('the bundled demo model was not found (looked in '
+                      f'{", ".join(str(p) for p in candidates)}); pass --model BUNDLE')

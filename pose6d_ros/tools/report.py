@@ -17,21 +17,31 @@ counts as a miss: it fails every metric and has infinite error in the curves.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import datetime
 import json
-import os
 from pathlib import Path
 import shutil
 import sys
 import tempfile
 import time
 
+import cv2
 import numpy as np
+from tqdm import tqdm
+import yaml
 
-from pose6d_ros.core import metrics
+from pose6d_ros.core.data.bop import BopDataset
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.evaluate import PoseEvaluator
+from pose6d_ros.core.files import move_into_place, write_atomic
+from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.camera import CameraModel, default_camera
+from pose6d_ros.core.geometry.draw import draw_poses
+from pose6d_ros.core.geometry.objects import ObjectSet
+from pose6d_ros.core.inference.bundle import CARD
+from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
+from pose6d_ros.core.inference.evaluate import PoseEvaluator
 
 METRICS_JSON = 'metrics.json'
 METRICS_MD = 'metrics.md'
@@ -102,9 +112,6 @@ def evaluate_model(model, data, split=None, object_ids=None, out=None, device='a
     onnx: run the network from this ONNX file of the bundle (onnx_network.py).
     Returns the metrics document (what metrics.json holds, with 'out' added).
     """
-    from pose6d_ros.core.data.bop import BopDataset
-    from pose6d_ros.core.estimator import Estimator, EstimatorConfig
-
     dataset = BopDataset(data, split=split, object_ids=object_ids)
     out_dir = Path(out) if out is not None else default_eval_dir(model, dataset)
     check_output_dir(out_dir, force)  # before the long part
@@ -123,8 +130,6 @@ def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, forc
     False, or None (a tqdm bar when stderr is a terminal). One untimed warm-up call on the
     first image comes before the timed pass. Returns the metrics document.
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     objects = objects_for_metrics(estimator.objects, dataset)
@@ -173,10 +178,6 @@ def objects_for_metrics(objects, dataset):
     (`models/obj_XXXXXX.ply`, same object id) stands in for it. Objects the dataset does not
     have (by its models_info.json) are never scored and may lack a mesh.
     """
-    import copy
-
-    from pose6d_ros.core.objects import ObjectSet
-
     dataset_objects = {}
     if getattr(dataset, 'object_set', None) is not None:
         dataset_objects = {obj.object_id: obj for obj in dataset.object_set}
@@ -198,10 +199,6 @@ def objects_for_metrics(objects, dataset):
 
 def bundle_info(path):
     """What metrics.json and the predict JSON say about a model bundle (from its card)."""
-    import yaml
-
-    from pose6d_ros.core.bundle import CARD
-
     card = yaml.safe_load((Path(path) / CARD).read_text())
     training = card.get('training') or {}
     return {'path': str(Path(path).resolve()), 'method': card.get('method'),
@@ -350,30 +347,6 @@ def _markdown_file(document):
     return '\n'.join(lines)
 
 
-def move_into_place(staging, out_path):
-    """Rename staging (a folder or a file) to out_path.
-
-    An existing out_path is set aside first and removed only once the new one is in; if the
-    rename fails, it is put back.
-    """
-    staging, out_path = Path(staging), Path(out_path)
-    old = None
-    if out_path.exists() or out_path.is_symlink():
-        old = out_path.with_name(f'.{out_path.name}.old-{os.getpid()}')
-        os.replace(out_path, old)
-    try:
-        os.replace(staging, out_path)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_path)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-
-
 def _json_safe(value):
     """JSON-ready copy: inf/NaN -> None, numpy scalars -> Python numbers."""
     if isinstance(value, dict):
@@ -489,8 +462,6 @@ def read_bop_csv(path):
 
 def load_image_rgb(path):
     """An image file as RGB uint8 (H, W, 3); a clear error when it cannot be read."""
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise Pose6dError(f'image not found: {path}')
@@ -502,15 +473,6 @@ def load_image_rgb(path):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def default_camera(width, height):
-    """The guess used without a calibration: fx = fy = 0.9 max(W, H), principal point centred."""
-    from pose6d_ros.core.camera import CameraModel
-
-    focal = 0.9 * max(width, height)
-    return CameraModel.from_intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0,
-                                       width, height)
-
-
 def predict_image(estimator, image_path, out, camera=None, json_path=None, force=False,
                   bundle=None, warn=None):
     """Run the estimator on one image file; write the overlay PNG and optionally the JSON.
@@ -518,11 +480,6 @@ def predict_image(estimator, image_path, out, camera=None, json_path=None, force
     camera: a CameraModel or a calibration file path; None uses `default_camera` and calls
     warn(message). Returns the list of ObjectPose.
     """
-    import cv2
-
-    from pose6d_ros.core.camera import CameraModel
-    from pose6d_ros.core.draw import draw_poses
-
     outputs = [Path(out)] + ([Path(json_path)] if json_path else [])
     for path in outputs:
         if path.exists() and not force:
@@ -547,7 +504,7 @@ def predict_image(estimator, image_path, out, camera=None, json_path=None, force
     ok, png = cv2.imencode('.png', cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     if not ok:
         raise Pose6dError(f'OpenCV could not encode the overlay for {out}')
-    _write_atomic(out, png.tobytes())
+    write_atomic(out, png.tobytes())
     if json_path:
         document = {
             'image': str(Path(image_path).resolve()),
@@ -559,18 +516,5 @@ def predict_image(estimator, image_path, out, camera=None, json_path=None, force
                            for k, v in (getattr(estimator, 'timings', None) or {}).items()},
             'poses': [pose.to_dict() for pose in poses],
         }
-        _write_atomic(json_path, (json.dumps(_json_safe(document), indent=2) + '\n').encode())
+        write_atomic(json_path, (json.dumps(_json_safe(document), indent=2) + '\n').encode())
     return poses
-
-
-def _write_atomic(path, data):
-    """Write bytes to a temporary name beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -1,0 +1,1 @@
+"""Geometry: cameras, poses, object models, PnP, metrics, results and drawing (no torch)."""

@@ -1,0 +1,1 @@
+"""The inference path: bundles, the estimator, the ONNX path and exports, evaluation."""

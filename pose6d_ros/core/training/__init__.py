@@ -1,0 +1,1 @@
+"""Training: the one loop for both networks, with distillation from a teacher."""

@@ -1,0 +1,1 @@
+"""The `pose6d` command and what only it uses: demo, benchmarks, reports, self-check."""
