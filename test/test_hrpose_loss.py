@@ -10,6 +10,7 @@ from pose6d_ros.core.nets.hrpose_loss import (
     keypoint_loss,
     output_distillation_loss,
     similarity_matrix,
+    similarity_scale,
 )
 
 
@@ -56,9 +57,15 @@ def test_combined_loss_weights_and_gradients_reach_only_the_student():
     targets = outputs(2)
     weights = DistillationWeights(output=0.5, feature_similarity=5e-5, similarity_size=4)
     total, parts = distillation_loss(student, teacher, targets, weights)
+    # The pair term is a mean over pairs, weighted as a sum over the full-resolution feature
+    # map's (h w)^2 pairs against the task's sum over output elements (hrpose_loss.py).
+    h, w = student['features'].shape[-2:]
+    scale = (h * w) ** 2 / (student['belief'][0].numel() + student['vectors'][0].numel())
+    assert similarity_scale(student) == pytest.approx(scale)
     expected = (parts['task'] + 0.5 * parts['output_distillation']
-                + 5e-5 * parts['feature_similarity'])
+                + 5e-5 * scale * parts['feature_similarity'])
     assert total.item() == pytest.approx(expected.item())
+    assert parts['feature_similarity'].item() <= 4.0   # a mean of squared cosine differences
     total.backward()
     assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in student.values())
     assert all(v.grad is None for v in teacher.values())

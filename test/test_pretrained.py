@@ -253,3 +253,35 @@ def test_frozen_lite0_stages_keep_their_weights_and_statistics():
     assert frozen and not any(p.requires_grad for p in frozen)
     corners.train()
     assert not corners.backbone._bn0.training and corners.backbone._blocks[3]._bn1.training
+
+
+def _write_safetensors(state, path):
+    """The safetensors layout written out plainly: header length, JSON header, raw bytes."""
+    import json
+    import struct
+
+    header, chunks, offset = {}, [], 0
+    for key, tensor in state.items():
+        data = tensor.contiguous().numpy().tobytes()
+        dtype = {torch.float32: 'F32', torch.int64: 'I64'}[tensor.dtype]
+        header[key] = {'dtype': dtype, 'shape': list(tensor.shape),
+                       'data_offsets': [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack('<Q', len(text)) + text + b''.join(chunks))
+    return path
+
+
+def test_a_safetensors_file_from_a_model_hub_loads_too(tmp_path):
+    source = ResNet(18, max_pool=True, width=8)
+    state = _random_like(source)
+    state['fc.weight'] = torch.randn(10, 64)
+    model = CornersNet(CornersConfig(depth=18, backbone_width=8, fpn_channels=16))
+    line = model.load_pretrained(_write_safetensors(state, tmp_path / 'model.safetensors'))
+    assert 'loaded all' in line
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in loaded)
+    (tmp_path / 'broken.safetensors').write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": ')
+    with pytest.raises(Pose6dError, match='not a valid safetensors file'):
+        model.load_pretrained(tmp_path / 'broken.safetensors')

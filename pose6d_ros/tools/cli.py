@@ -68,10 +68,11 @@ def build_parser():
     pnp.add_argument('--seed', type=int, default=0)
     pnp.set_defaults(run=_run_bench_pnp)
     params = benches.add_parser(
-        'params', help='parameter counts (and GFLOPs) of the HRPose teacher/student and the '
-                       'corners ResNet-18/50-h, JSON')
+        'params', help='parameter counts (and GFLOPs) of the HRPose teacher/student, the '
+                       'corners ResNet-18/50-h, and both on EfficientNet-Lite0, JSON')
     params.add_argument('--classes', type=_positive_int, nargs='+', default=[1, 8])
-    params.add_argument('--flops', action='store_true', help='also count GFLOPs at 448x448')
+    params.add_argument('--flops', action='store_true',
+                        help='also count GFLOPs (HRPose at 640x480, corners at 448x448)')
     params.set_defaults(run=_run_bench_params)
     bench_synth = benches.add_parser(
         'synth', help='synthetic images per second (two objects, backgrounds, all workers)')

@@ -23,10 +23,19 @@ def register(commands):
                      'BOP results CSV)',
         description='Run the model over the dataset and write metrics.json, metrics.md, '
                     'accuracy-vs-threshold plots (*_curve.png) and predictions.csv (BOP '
-                    'results format) into DIR.')
+                    'results format) into DIR. Every estimate is scored (the papers\' '
+                    'protocol); the figure with the estimator\'s score and reprojection '
+                    'filters is given beside it. --negatives adds the false-positive figure.')
     evaluate.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
-    evaluate.add_argument('--data', required=True, metavar='DIR',
+    evaluate.add_argument('--data', metavar='DIR',
                           help='BOP-format dataset folder (or one of its split folders)')
+    evaluate.add_argument('--negatives', metavar='DIR',
+                          help='folder of images holding none of the model\'s objects '
+                               '(searched recursively; a BOP split works too): the share of '
+                               'them with a detection at each score threshold')
+    evaluate.add_argument('--camera', metavar='FILE',
+                          help='calibration of the negative images (default: fx = fy = '
+                               '0.9 max(W, H), centred)')
     evaluate.add_argument('--split', help='split folder (default: the only one there)')
     evaluate.add_argument('--objects', type=_id_list, metavar='IDS',
                           help='comma-separated object ids to score (default: all)')
@@ -104,26 +113,24 @@ def _command(args, names):
 
 
 def _run_eval(args):
-    from pose6d_ros.tools.report import (
-        evaluate_model,  # deferred: torch (fast --help)
-    )
+    # deferred: torch (fast --help)
+    from pose6d_ros.tools.report import evaluate_model
 
     args.command_name = 'eval'
-    command = _command(args, ('model', 'data', 'split', 'objects', 'out', 'device',
-                              'max-images', 'onnx', 'force'))
+    command = _command(args, ('model', 'data', 'negatives', 'camera', 'split', 'objects', 'out',
+                              'device', 'max-images', 'onnx', 'force'))
     document = evaluate_model(args.model, args.data, split=args.split, object_ids=args.objects,
                               out=args.out, device=args.device, max_images=args.max_images,
-                              force=args.force, command=command, onnx=args.onnx)
+                              force=args.force, command=command, onnx=args.onnx,
+                              negatives=args.negatives, camera=args.camera)
     print(document['markdown'])
     print(f'written to {document["out"]}: {", ".join(document["files"])}')
     return 0
 
 
 def _run_predict(args):
-    from pose6d_ros.core.inference.estimator import (  # deferred: torch (fast --help)
-        Estimator,
-        EstimatorConfig,
-    )
+    # deferred: torch (fast --help)
+    from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
     from pose6d_ros.tools.report import bundle_info, predict_image
 
     estimator = Estimator.from_bundle(args.model, device=args.device,
@@ -142,10 +149,8 @@ def _run_predict(args):
 
 
 def _run_export(args):
-    from pose6d_ros.core.inference.export import (  # deferred: torch (fast --help)
-        export_model,
-        format_result,
-    )
+    # deferred: torch (fast --help)
+    from pose6d_ros.core.inference.export import export_model, format_result
 
     int8_options = {}
     if args.format == 'onnx-int8':

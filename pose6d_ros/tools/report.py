@@ -1,12 +1,18 @@
 """What `pose6d eval` and `pose6d predict` write: metrics, tables, curves, BOP results, overlays.
 
-`pose6d eval` runs an estimator over a BOP-format dataset (`evaluate_model` / `run_eval`) and
-writes into one folder, atomically (a temporary folder beside it, renamed into place):
+`pose6d eval` runs an estimator over a BOP-format dataset and/or a folder of negative images
+(`evaluate_model` / `run_eval`) and writes into one folder, atomically (a temporary folder
+beside it, renamed into place):
 
 - `metrics.json`      per-object and mean scores, AUCs, fps, and how they were made;
 - `metrics.md`        the same as a Markdown table in the papers' style (objects as rows);
 - `*_curve.png`       accuracy-vs-threshold curves, one line per object, AUC in the legend;
-- `predictions.csv`   every estimate in the BOP results format, for the BOP toolkit.
+- `predictions.csv`   every estimate in the BOP results format, for the BOP toolkit;
+- `negatives.csv`     with --negatives: each negative image's highest score (its false positive).
+
+Every estimate is scored, as in the papers; the figures with the estimator's operating
+filters (score, PnP reprojection error) stand beside them ('filtered'). On negatives, the
+share of images with a detection at each score threshold is the false-positive figure.
 
 Scores are fractions in [0, 1] in JSON and percentages in Markdown; distances in metres in JSON
 (centimetres in the table), angles in degrees. A ground-truth instance without a prediction
@@ -21,6 +27,7 @@ import copy
 from dataclasses import dataclass
 from datetime import datetime
 import json
+import math
 from pathlib import Path
 import shutil
 import sys
@@ -41,12 +48,18 @@ from pose6d_ros.core.geometry.draw import draw_poses
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.inference.bundle import CARD
 from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
-from pose6d_ros.core.inference.evaluate import PoseEvaluator
+from pose6d_ros.core.inference.evaluate import negatives_summary, passes_filters, PoseEvaluator
 
 METRICS_JSON = 'metrics.json'
 METRICS_MD = 'metrics.md'
 PREDICTIONS_CSV = 'predictions.csv'
+NEGATIVES_CSV = 'negatives.csv'
 BOP_CSV_HEADER = 'scene_id,im_id,obj_id,score,R,t,time'
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+# The estimator's default operating filters; `pose6d eval` scores without them (as the papers
+# do) and reports the filtered figure beside.
+OPERATING_FILTERS = {'min_score': EstimatorConfig().score_threshold,
+                     'max_reprojection_error': EstimatorConfig().max_reprojection_error}
 
 
 @dataclass(frozen=True)
@@ -104,46 +117,85 @@ def check_output_dir(out_dir, force):
                           'it or --out to write elsewhere')
 
 
-def evaluate_model(model, data, split=None, object_ids=None, out=None, device='auto',
+def evaluate_model(model, data=None, split=None, object_ids=None, out=None, device='auto',
                    max_images=None, force=False, command=None, progress=None, log=None,
-                   onnx=None):
-    """`pose6d eval`: load the bundle and the dataset, evaluate, write the folder.
+                   onnx=None, negatives=None, camera=None):
+    """`pose6d eval`: load the bundle and the dataset(s), evaluate, write the folder.
 
+    The estimator keeps every estimate (the papers' protocol); the figure with its operating
+    filters is reported beside it. negatives: a folder of images holding none of the model's
+    objects (camera: their calibration; default: `default_camera` per image size).
     onnx: run the network from this ONNX file of the bundle (onnx_network.py).
     Returns the metrics document (what metrics.json holds, with 'out' added).
     """
-    dataset = BopDataset(data, split=split, object_ids=object_ids)
-    out_dir = Path(out) if out is not None else default_eval_dir(model, dataset)
+    if data is None and negatives is None:
+        raise Pose6dError('pose6d eval needs --data (a BOP dataset) and/or --negatives (a '
+                          'folder of images without the model\'s objects)')
+    dataset = BopDataset(data, split=split, object_ids=object_ids) if data is not None else None
+    negative_paths = negative_images(negatives) if negatives is not None else None
+    if out is not None:
+        out_dir = Path(out)
+    elif dataset is not None:
+        out_dir = default_eval_dir(model, dataset)
+    else:
+        out_dir = Path(model) / 'eval' / f'negatives_{Path(negatives).resolve().name}'
     check_output_dir(out_dir, force)  # before the long part
-    estimator = Estimator.from_bundle(model, device=device, config=EstimatorConfig(onnx=onnx))
+    if camera is not None and not isinstance(camera, CameraModel):
+        camera = CameraModel.load(camera)
+    estimator = Estimator.from_bundle(model, device=device, config=EstimatorConfig(
+        onnx=onnx, score_threshold=0.0, max_reprojection_error=math.inf))
     info = {'command': command, 'bundle': bundle_info(model), 'backend': estimator.backend}
     return run_eval(estimator, dataset, out_dir, max_images=max_images, object_ids=object_ids,
-                    force=force, info=info, progress=progress, log=log)
+                    force=force, info=info, progress=progress, log=log,
+                    negatives=negative_paths, camera=camera)
 
 
 def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, force=False,
-             info=None, progress=None, log=None):
+             info=None, progress=None, log=None, negatives=None, camera=None):
     """Run `estimator` (image, camera -> list[ObjectPose]) over `dataset` and write `out_dir`.
 
     The estimator needs an `objects` ObjectSet; a `timings` dict and a `device` are reported
-    when it has them. object_ids keeps only the estimates of those objects. progress: True,
-    False, or None (a tqdm bar when stderr is a terminal). One untimed warm-up call on the
-    first image comes before the timed pass. Returns the metrics document.
+    when it has them. object_ids keeps only the estimates of those objects. The scores are
+    those of every estimate the estimator returns; 'filtered' holds them again for the
+    estimates that pass the estimator's default filters (OPERATING_FILTERS). negatives: image
+    paths without the model's objects, for the false-positive figure (camera as in
+    `score_negatives`); dataset may then be None. progress: True, False, or None (a tqdm bar
+    when stderr is a terminal). One untimed warm-up call on the first image comes before the
+    timed pass. Returns the metrics document.
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
+    if dataset is None and not negatives:
+        raise Pose6dError('nothing to evaluate: give a dataset, negative images, or both')
+    document, evaluator, objects = {'files': []}, None, estimator.objects
+    if dataset is not None:
+        document, evaluator, objects = _score_dataset(estimator, dataset, max_images,
+                                                      object_ids, info, progress)
+    if negatives:
+        summary, rows = score_negatives(estimator, negatives, camera, progress)
+        document = {**({} if dataset is not None else _header(info, estimator)), **document,
+                    'false_positives': summary}
+        document['negative_rows'] = rows
+    document['markdown'] = markdown_report(document)
+    write_eval_folder(out_dir, document, evaluator, objects, force)
+    document['out'] = str(out_dir)
+    if log is not None:
+        log(document['markdown'])
+    return document
+
+
+def _score_dataset(estimator, dataset, max_images, object_ids, info, progress):
+    """Score every image of the dataset: (metrics document, protocol evaluator, objects)."""
     objects = objects_for_metrics(estimator.objects, dataset)
     wanted = None if object_ids is None else {int(i) for i in object_ids}
     count = len(dataset) if max_images is None else min(len(dataset), int(max_images))
     if count == 0:
         raise Pose6dError(f'dataset {dataset.split_dir} has no images to evaluate')
-    evaluator = PoseEvaluator(objects)
+    evaluator, filtered = PoseEvaluator(objects), PoseEvaluator(objects)
     stage_seconds = {}
     first = dataset[0]
     estimator(first.load_image(), first.camera)  # warm-up (lazy init, autotuning): not timed
-    bar = tqdm(total=count, unit='img', desc='pose6d eval', dynamic_ncols=True,
-               disable=(not sys.stderr.isatty()) if progress is None else not progress)
-    with bar:
+    with _bar(count, 'pose6d eval', progress) as bar:
         for index in range(count):
             sample = dataset[index]
             image = sample.load_image()
@@ -153,6 +205,8 @@ def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, forc
             if wanted is not None:
                 predictions = [p for p in predictions if p.object_id in wanted]
             evaluator.process(sample, predictions, seconds)
+            filtered.process(sample, [p for p in predictions
+                                      if passes_filters(p, **OPERATING_FILTERS)])
             for stage, value in (getattr(estimator, 'timings', None) or {}).items():
                 stage_seconds.setdefault(stage, []).append(value)
             bar.update(1)
@@ -164,11 +218,70 @@ def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, forc
             f'{dataset.split_dir}; is it the right dataset?')
     document = metrics_document(evaluator, summary, objects, dataset, count, info,
                                 stage_seconds, getattr(estimator, 'device', None))
-    write_eval_folder(out_dir, document, evaluator, objects, force)
-    document['out'] = str(out_dir)
-    if log is not None:
-        log(document['markdown'])
-    return document
+    kept = filtered.evaluate()
+    document['filtered'] = {
+        'min_score': OPERATING_FILTERS['min_score'],
+        'max_reprojection_error_px': OPERATING_FILTERS['max_reprojection_error'],
+        'objects': {name: {k: values[k] for k in SCORE_KEYS}
+                    for name, values in kept['objects'].items()},
+        'mean': {k: kept['mean'][k] for k in SCORE_KEYS},
+    }
+    return document, evaluator, objects
+
+
+def _bar(count, desc, progress):
+    return tqdm(total=count, unit='img', desc=desc, dynamic_ncols=True,
+                disable=(not sys.stderr.isatty()) if progress is None else not progress)
+
+
+def _header(info, estimator):
+    info = info or {}
+    return {'command': info.get('command'), 'bundle': info.get('bundle'),
+            'date': datetime.now().astimezone().isoformat(timespec='seconds'),
+            'device': getattr(estimator, 'device', None), 'backend': info.get('backend')}
+
+
+# --- negatives ----------------------------------------------------------------------------
+
+
+def negative_images(folder):
+    """The image files under `folder` (searched recursively: a BOP split's rgb/ folders too)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise Pose6dError(f'negatives folder not found: {folder} (expected a folder of images '
+                          'that hold none of the model\'s objects)')
+    paths = sorted(p for p in folder.rglob('*')
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and 'mask' not in p.parent.name)
+    if not paths:
+        raise Pose6dError(f'no images ({", ".join(IMAGE_SUFFIXES)}) under {folder}')
+    return paths
+
+
+def score_negatives(estimator, paths, camera=None, progress=None):
+    """Run the estimator on images without the model's objects: (summary, per-image rows).
+
+    Every detection on such an image is a false positive. camera: their calibration (a
+    CameraModel); default: `default_camera` of each image's size. rows: (image, highest
+    score, its object or None) per image.
+    """
+    rows, highest = [], []
+    with _bar(len(paths), 'pose6d eval negatives', progress) as bar:
+        for path in paths:
+            image = load_image_rgb(path)
+            height, width = image.shape[:2]
+            cam = camera if camera is not None else default_camera(width, height)
+            if cam.size != (width, height):
+                raise Pose6dError(f'negative image {path} is {width}x{height} but the camera '
+                                  f'is {cam.width}x{cam.height}')
+            found = estimator(image, cam)
+            best = max(found, key=lambda p: p.score, default=None)
+            highest.append(best.score if best is not None else 0.0)
+            rows.append((str(path), highest[-1], best.object_name if best else None))
+            bar.update(1)
+    summary = negatives_summary(highest)
+    summary['folder'] = str(Path(paths[0]).parent)
+    return summary, rows
 
 
 def objects_for_metrics(objects, dataset):
@@ -278,24 +391,12 @@ def _unit(curve):
 
 def markdown_table(document):
     """The papers' table: objects as rows, metrics as columns (percentages), mean row last."""
-    header = ['Object'] + [title for _, title, _ in TABLE_COLUMNS]
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '| --- ' + '| ---: ' * len(TABLE_COLUMNS) + '|']
-
-    def row(name, values, bold=False):
-        cells = [_cell(values.get(key), scale) for key, _, scale in TABLE_COLUMNS]
-        if bold:
-            name, cells = f'**{name}**', [f'**{c}**' for c in cells]
-        return '| ' + ' | '.join([name] + cells) + ' |'
-
-    for name, values in document['objects'].items():
-        label = f'{name}{" (ADD-S)" if values.get("metric") == "ADD-S" else ""}'
-        lines.append(row(label, values))
-    lines.append(row('Mean', document['mean'], bold=True))
+    table = score_table(document['objects'], document['mean'], TABLE_COLUMNS)
     fps = document.get('fps')
     dataset = document.get('dataset') or {}
     notes = [f'{document.get("instances", 0)} instances in {dataset.get("images", "?")} images '
-             f'of {dataset.get("name", "?")}/{dataset.get("split", "?")}']
+             f'of {dataset.get("name", "?")}/{dataset.get("split", "?")}, every estimate '
+             'scored (the papers\' protocol)']
     if fps:
         device = document.get('device')
         backend = document.get('backend')
@@ -303,7 +404,25 @@ def markdown_table(document):
             device = f'{device} with {backend}'
         notes.append(f'{fps:.1f} fps' + (f' on {device}' if device else '')
                      + ' (estimator only, one image at a time)')
-    return '\n'.join(lines) + '\n\n' + '; '.join(notes) + '.\n'
+    return table + '\n' + '; '.join(notes) + '.\n'
+
+
+def score_table(objects, mean, columns):
+    """Markdown rows of `objects` ({name: values}) and a bold mean row, in `columns`."""
+    header = ['Object'] + [title for _, title, _ in columns]
+    lines = ['| ' + ' | '.join(header) + ' |', '| --- ' + '| ---: ' * len(columns) + '|']
+
+    def row(name, values, bold=False):
+        cells = [_cell(values.get(key), scale) for key, _, scale in columns]
+        if bold:
+            name, cells = f'**{name}**', [f'**{c}**' for c in cells]
+        return '| ' + ' | '.join([name] + cells) + ' |'
+
+    for name, values in objects.items():
+        lines.append(row(f'{name}{" (ADD-S)" if values.get("metric") == "ADD-S" else ""}',
+                         values))
+    lines.append(row('Mean', mean, bold=True))
+    return '\n'.join(lines) + '\n'
 
 
 def _cell(value, scale):
@@ -313,19 +432,29 @@ def _cell(value, scale):
 
 
 def write_eval_folder(out_dir, document, evaluator, objects, force=False):
-    """Write every eval output into a temporary folder beside out_dir, then move it in place."""
+    """Write every eval output into a temporary folder beside out_dir, then move it in place.
+
+    evaluator: the dataset's PoseEvaluator (curves, predictions.csv), or None for negatives
+    alone; the document's 'negative_rows' become negatives.csv.
+    """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
     try:
-        files = [METRICS_JSON, METRICS_MD, PREDICTIONS_CSV]
-        files += plot_curves(evaluator.records, objects, staging)
+        files = [METRICS_JSON, METRICS_MD]
+        if evaluator is not None:
+            files += [PREDICTIONS_CSV] + plot_curves(evaluator.records, objects, staging)
+            write_bop_csv(staging / PREDICTIONS_CSV, evaluator.predictions)
+        rows = document.pop('negative_rows', None)
+        if rows is not None:
+            files.append(NEGATIVES_CSV)
+            (staging / NEGATIVES_CSV).write_text('image,highest_score,object\n' + ''.join(
+                f'{image},{score:.4f},{name or ""}\n' for image, score, name in rows))
         document['files'] = files
         body = {k: v for k, v in document.items() if k not in ('markdown', 'out')}
         (staging / METRICS_JSON).write_text(json.dumps(_json_safe(body), indent=2) + '\n')
         (staging / METRICS_MD).write_text(_markdown_file(document))
-        write_bop_csv(staging / PREDICTIONS_CSV, evaluator.predictions)
         move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -333,17 +462,42 @@ def write_eval_folder(out_dir, document, evaluator, objects, force=False):
     return out_dir
 
 
+def markdown_report(document):
+    """metrics.md's body: the papers' table, the filtered one, and the false positives."""
+    parts = []
+    if 'objects' in document:
+        parts.append(markdown_table(document))
+        filtered = document.get('filtered')
+        if filtered:
+            parts.append(f'With the estimator\'s filters (score >= {filtered["min_score"]:g}, '
+                         f'PnP reprojection <= {filtered["max_reprojection_error_px"]:g} px), '
+                         'as the node and `pose6d predict` run it:\n\n'
+                         + score_table(filtered['objects'], filtered['mean'],
+                                       [c for c in TABLE_COLUMNS if c[0] in SCORE_KEYS]))
+    negatives = document.get('false_positives')
+    if negatives:
+        header = ' | '.join(f'>= {t}' for t in negatives['with_detection'])
+        cells = ' | '.join(f'{100.0 * v:.1f}' for v in negatives['with_detection'].values())
+        parts.append(f'False positives: images with a detection at a score of, on '
+                     f'{negatives["images"]} images without the model\'s objects '
+                     f'({negatives["folder"]}), in %:\n\n| {header} |\n|'
+                     + ' ---: |' * len(negatives['with_detection'])
+                     + f'\n| {cells} |\n\nHighest score {negatives["highest_score"]:.2f}.\n')
+    return '\n'.join(parts)
+
+
 def _markdown_file(document):
     bundle = document.get('bundle') or {}
     lines = [f'# Evaluation of {bundle.get("path", "a model")}', '']
     if document.get('command'):
         lines += [f'`{document["command"]}` ({document["date"]})', '']
-    lines += [document['markdown'],
-              'ADD(-S) 0.1d: ADD (ADD-S for symmetric objects) below 10% of the diameter; '
-              '5cm 5°: both errors below; 2D Proj. 5px: mean reprojection of the model points '
-              'within 5 pixels; 2D IoU 0.5: the boxes of the model projected with both poses '
-              'overlap by more than 0.5 (Zhang et al.); errors are means over '
-              'detected instances.', '']
+    lines += [document['markdown']]
+    if 'objects' in document:
+        lines += ['ADD(-S) 0.1d: ADD (ADD-S for symmetric objects) below 10% of the '
+                  'diameter; 5cm 5°: both errors below; 2D Proj. 5px: mean reprojection of the '
+                  'model points within 5 pixels; 2D IoU 0.5: the boxes of the model projected '
+                  'with both poses overlap by more than 0.5 (Zhang et al.); errors are means '
+                  'over detected instances.', '']
     return '\n'.join(lines)
 
 

