@@ -42,6 +42,28 @@ def test_bench_model_reports_every_stage_and_both_references(tiny_bundle, capsys
     assert report['end_to_end_over_network'] >= 1.0 and report['peak_cpu_memory_mb'] > 0
 
 
+def test_bench_defaults_fit_a_cpu_and_a_time_budget_ends_each_path(tiny_bundle, capsys):
+    defaults = cli.build_parser().parse_args(['bench', '--model', 'BUNDLE'])
+    assert (defaults.frames, defaults.warmup, defaults.seconds) == (200, 5, 4.0)
+    # a budget that any frame exceeds: one warm-up frame, then the 3 frames a median needs
+    assert cli.main(['bench', '--model', str(tiny_bundle), '--device', 'cpu', '--size', '80x60',
+                     '--frames', '50', '--warmup', '4', '--seconds', '1e-9', '--json']) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)   # stdout holds the report alone
+    assert report['frames'] == 50 and report['seconds'] == 1e-9 and report['warmup'] == 4
+    for path in ('ours', 'reference_eager_fp32', 'reference_dope'):
+        assert (report[path]['frames'], report[path]['warmup_frames']) == (3, 1), path
+    assert len(report['ours']['stages_ms']) == 5
+    # progress: a line as each stage starts and ends, on stderr
+    lines = captured.err.splitlines()
+    assert lines[0].startswith('bench: 32 frames of 80x60 (')   # at most 32, reused
+    for name in ('ours (pytorch)', 'the eager fp32 reference', 'the DOPE-sized reference'):
+        start = lines.index(f'bench: timing {name}: up to 50 frames or 1e-09 s after 4 '
+                            'warm-up frames')
+        assert lines[start + 1].startswith(f'bench: {name}: ') and (
+            '(3 frames timed, ' in lines[start + 1]), lines
+
+
 def test_selfcheck_fails_when_a_check_fails(capsys, monkeypatch):
     from pose6d_ros.tools import selfcheck
 
@@ -72,6 +94,7 @@ def test_bench_pnp_prints_json_with_timings(capsys):
     (['nonsense'], 'invalid choice'),
     (['selfcheck', '--trials', '0'], 'expected a positive integer; got 0'),
     (['bench', 'pnp', '--threads', 'two'], "expected a positive integer; got 'two'"),
+    (['bench', '--seconds', '0'], "expected a positive number; got '0'"),
 ])
 def test_bad_arguments_exit_non_zero_with_a_message(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from pose6d_ros.core.cpus import available_cpus, cgroup_cpu_quota, inference_threads
+from pose6d_ros.core.cpus import available_cpus, cgroup_cpu_quota, inference_threads, torch_threads
 
 
 def _write(root, relative, text):
@@ -92,3 +92,16 @@ def test_cpu_estimator_applies_its_thread_setting():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(previous)
+
+
+def test_torch_threads_holds_inside_the_block_and_restores_after():
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    with torch_threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(other):
+        raise RuntimeError('a failing stage')
+    assert torch.get_num_threads() == before   # restored on the way out of an error too
+    with torch_threads(None):                  # None: left as it is
+        assert torch.get_num_threads() == before

@@ -151,6 +151,42 @@ def test_int8_batch_runs_one_image_at_a_time_with_the_same_results(bundle, int8_
             assert np.array_equal(a.t, b.t) and np.array_equal(a.R, b.R)
 
 
+def test_onnx_threads_sleep_between_runs_and_torch_stages_use_one(bundle, int8_file, dataset,
+                                                                  monkeypatch):
+    """Two pools of spinning threads on the same cores made the stages around the network
+    20-50x slower: onnxruntime's threads must sleep when idle, torch's stages run on one."""
+    from pose6d_ros.core.cpus import inference_threads
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        estimator = Estimator.from_bundle(bundle, device='cpu',
+                                          config=EstimatorConfig(onnx=str(int8_file)))
+        options = estimator.network.session.get_session_options()
+        assert options.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+        assert options.intra_op_num_threads == inference_threads(0, current=2)
+        assert options.inter_op_num_threads == 1
+        assert options.execution_mode.name == 'ORT_SEQUENTIAL'
+        assert torch.get_num_threads() == 2        # building it leaves torch's threads alone
+
+        seen = {}
+        decode = estimator.method.decode
+
+        def recording_decode(outputs):
+            seen['threads'] = torch.get_num_threads()
+            seen['channels_last'] = outputs['belief'].is_contiguous(
+                memory_format=torch.channels_last)   # the PyTorch network's layout
+            return decode(outputs)
+
+        monkeypatch.setattr(estimator.method, 'decode', recording_decode)
+        sample = dataset[0]
+        estimator(sample.load_image(), sample.camera)
+        assert seen == {'threads': 1, 'channels_last': True}
+        assert torch.get_num_threads() == 2        # and so does running it
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_int8_check_refuses_and_writes_nothing(bundle, tiny_dataset, tmp_path):
     from pose6d_ros.core.inference.quantize import export_int8
 

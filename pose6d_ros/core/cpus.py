@@ -8,6 +8,7 @@ estimator therefore caps torch's threads at the CPUs the process may really use.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -64,6 +65,22 @@ def inference_threads(requested=0, current=None, cgroup_root=CGROUP_ROOT):
 
         current = torch.get_num_threads()
     return max(1, min(int(current), available_cpus(cgroup_root)))
+
+
+@contextlib.contextmanager
+def torch_threads(count):
+    """Inside the block torch runs on `count` CPU threads (None: as it is); restored after."""
+    if count is None:
+        yield
+        return
+    import torch  # deferred: synth and the benchmarks read this module without a network
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _own_cgroup_v2(root, proc_cgroup):

@@ -84,30 +84,53 @@ def bench_pnp(trials=2000, seed=0, threads=1):
 # --- the model benchmark -----------------------------------------------------------------------
 
 
-def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=20, seed=0,
-                compile_network=False, references=True, onnx=None):
+# Each timed path: up to `warmup` untimed frames, ending early (after one) once half the time
+# budget is spent, then up to `frames` timed ones, ending early once `seconds` are spent after
+# at least MIN_TIMED_FRAMES: a DOPE-sized reference at seconds a frame on a CPU then takes
+# seconds, not minutes. The median shrugs off a slow first timed frame (torch.compile).
+MIN_TIMED_FRAMES = 3
+
+
+def bench_model(bundle_path, device='auto', size=(640, 480), frames=200, warmup=5, seed=0,
+                compile_network=False, references=True, onnx=None, seconds=4.0, log=None):
     """Per-stage latency of a bundle's estimator, with two references measured in the same run.
 
     Frames are rendered views of the bundle's objects over procedural backgrounds when their
     meshes are there (random images otherwise). References: the same network in plain eager
     fp32 with no inference optimisation and post-processing in Python loops on the host (as
     most research code runs; reference_decode.py), and a DOPE-sized network (VGG-19 + six
-    stages) with the same loops, so speed-ups are ratios measured in one run.
+    stages) with the same loops, so speed-ups are ratios measured in one run. Each path is
+    timed for at most `frames` frames or `seconds` (MIN_TIMED_FRAMES); `log(line)`, when
+    given, hears of each stage as it starts and ends.
     """
     device = select_device('cpu' if onnx and device in (None, 'auto') else device)
     threads = torch.get_num_threads()  # the estimators set their own (cpus.py): restored after
+    budget = {'frames': frames, 'warmup': warmup, 'seconds': seconds}
     try:
-        return _bench_model(load_bundle(bundle_path), bundle_path, device, size, frames, warmup,
-                            seed, compile_network, references, onnx)
+        return _bench_model(load_bundle(bundle_path), bundle_path, device, size, budget, seed,
+                            compile_network, references, onnx, log or _silent)
     finally:
         torch.set_num_threads(threads)
 
 
-def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compile_network,
-                 references, onnx):
+def _bench_model(bundle, bundle_path, device, size, budget, seed, compile_network,
+                 references, onnx, log):
     width, height = size
+    frames = budget['frames']
     camera = default_camera(width, height)
+    start = time.perf_counter()
     images, source = _bench_frames(bundle.objects, camera, min(frames, 32), seed)
+    log(f'bench: {len(images)} frames of {width}x{height} ({source}) in '
+        f'{time.perf_counter() - start:.1f} s')
+
+    def timed(name, estimator, per_stage=True):
+        log(f'bench: timing {name}: up to {frames} frames or {budget["seconds"]:g} s '
+            f'after {budget["warmup"]} warm-up frames')
+        start = time.perf_counter()
+        result = _time_estimator(estimator, images, camera, budget, device, per_stage)
+        log(f'bench: {name}: {result["fps"]} fps ({result["frames"]} frames timed, '
+            f'{time.perf_counter() - start:.1f} s)')
+        return result
 
     def bundle_method():
         return get_method(bundle.method, len(bundle.objects), bundle.card['network'],
@@ -126,35 +149,35 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
     report = {
         'benchmark': 'model', 'bundle': str(bundle_path), 'method': bundle.method,
         'classes': len(bundle.objects), 'input_size': list(bundle.input_size),
-        'image_size': [width, height], 'frames': frames, 'warmup': warmup, 'device': device,
+        'image_size': [width, height], 'frames': frames, 'warmup': budget['warmup'],
+        'seconds': budget['seconds'], 'device': device,
         'device_name': (torch.cuda.get_device_name(device) if device.startswith('cuda')
                         else f'{torch.get_num_threads()} CPU threads'),
         'frame_source': source, 'compile': compile_network and not onnx,
         'backend': ours.backend,
         'onnx': str(onnx) if onnx else None,
     }
-    report['ours'] = _time_estimator(ours, images, camera, frames, warmup, device)
+    report['ours'] = timed(f'ours ({ours.backend})', ours)
     network_median = report['ours']['stages_ms']['network']['median']
     total_median = report['ours']['stages_ms']['total']['median']
     report['end_to_end_over_network'] = round(total_median / network_median, 3)
     if references and onnx:  # what the ONNX file gains over our own PyTorch path
         pytorch = make(EstimatorConfig(profile=True, compile=compile_network))
-        report['reference_pytorch'] = {'compile': compile_network, **_time_estimator(
-            pytorch, images, camera, frames, warmup, device, per_stage=False)}
+        report['reference_pytorch'] = {'compile': compile_network, **timed(
+            'our PyTorch path', pytorch, per_stage=False)}
         report['speedup_over_pytorch'] = round(
             report['reference_pytorch']['total_ms_median'] / total_median, 2)
     if references:
         eager = make(EstimatorConfig(profile=True, amp=False, optimize=False),
                      method=PythonDecoding(bundle_method()))
-        report['reference_eager_fp32'] = _time_estimator(eager, images, camera, frames,
-                                                         warmup, device, per_stage=False)
+        report['reference_eager_fp32'] = timed('the eager fp32 reference', eager,
+                                               per_stage=False)
         dope_method = get_method('keypoints', len(bundle.objects),
                                  decoder={'stride': 8, **{k: v for k, v in vars(
                                      CodecConfig()).items() if k != 'stride'}})
         dope = make(EstimatorConfig(profile=True, amp=False, optimize=False),
                     DopeNet(num_classes=len(bundle.objects)), PythonDecoding(dope_method))
-        report['reference_dope'] = _time_estimator(dope, images, camera, frames, warmup,
-                                                   device, per_stage=False)
+        report['reference_dope'] = timed('the DOPE-sized reference', dope, per_stage=False)
         report['speedup_over_eager_fp32'] = round(
             report['reference_eager_fp32']['total_ms_median'] / total_median, 2)
         report['speedup_over_dope'] = round(
@@ -164,28 +187,42 @@ def _bench_model(bundle, bundle_path, device, size, frames, warmup, seed, compil
     return report
 
 
-def _time_estimator(estimator, images, camera, frames, warmup, device, per_stage=True):
+def _time_estimator(estimator, images, camera, budget, device, per_stage=True):
+    """Warm-up, then per-stage timings of frames, within `budget` (see MIN_TIMED_FRAMES)."""
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats(device)
+    seconds = budget['seconds']
+    warmed = 0
+    start = time.perf_counter()
+    while warmed < budget['warmup'] and (warmed == 0
+                                         or time.perf_counter() - start < seconds / 2):
+        estimator(images[warmed % len(images)], camera)
+        warmed += 1
     stages = {k: [] for k in ('preprocess', 'network', 'decode', 'pnp', 'total')}
-    detections = 0
-    for i in range(warmup + frames):
-        results = estimator(images[i % len(images)], camera)
-        if i >= warmup:
-            detections += len(results)
-            for key in stages:
-                stages[key].append(estimator.timings[key] * 1e3)
+    detections, timed = 0, 0
+    start = time.perf_counter()
+    while timed < budget['frames'] and (timed < MIN_TIMED_FRAMES
+                                        or time.perf_counter() - start < seconds):
+        detections += len(estimator(images[(warmed + timed) % len(images)], camera))
+        timed += 1
+        for key in stages:
+            stages[key].append(estimator.timings[key] * 1e3)
     summary = {k: _stats(v) for k, v in stages.items()}
-    out = {'fps': round(1e3 / summary['total']['median'], 2),
+    out = {'fps': round(1e3 / summary['total']['median'], 2), 'frames': timed,
+           'warmup_frames': warmed,
            'total_ms_median': summary['total']['median'],
            'network_ms_median': summary['network']['median'],
            'decode_ms_median': summary['decode']['median'],
-           'detections_per_frame': round(detections / frames, 2)}
+           'detections_per_frame': round(detections / timed, 2)}
     if per_stage:
         out['stages_ms'] = summary
     if device.startswith('cuda'):
         out['peak_gpu_memory_mb'] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
     return out
+
+
+def _silent(_line):
+    """No progress lines (the default of bench_model)."""
 
 
 def _stats(values_ms):
@@ -218,7 +255,8 @@ def format_bench(report):
              f'{report["input_size"][1]}, images {report["image_size"][0]}x'
              f'{report["image_size"][1]}, {report["device"]} ({report["device_name"]}), '
              f'frames: {report["frame_source"]}',
-             f'  ours ({report.get("backend", "pytorch")}): {ours["fps"]} fps end to end; '
+             f'  ours ({report.get("backend", "pytorch")}): {ours["fps"]} fps end to end '
+             f'({ours["frames"]} frames); '
              'median ms per stage: ' + ', '.join(
                  f'{k} {v["median"]}' for k, v in ours['stages_ms'].items()),
              f'  end-to-end / network-only: {report["end_to_end_over_network"]}']

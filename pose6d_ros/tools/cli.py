@@ -18,6 +18,7 @@ from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.tools import cli_demo, cli_tools, cli_train
 from pose6d_ros.tools.cli_args import id_list as _id_list
 from pose6d_ros.tools.cli_args import non_negative_int as _non_negative_int
+from pose6d_ros.tools.cli_args import positive_float as _positive_float
 from pose6d_ros.tools.cli_args import positive_int as _positive_int
 from pose6d_ros.tools.cli_args import size as _size
 
@@ -47,8 +48,12 @@ def build_parser():
     bench.add_argument('--size', type=_size, default=(640, 480), metavar='WxH',
                        help='camera image size (default: 640x480)')
     bench.add_argument('--frames', type=_positive_int, default=200,
-                       help='timed frames after warm-up (default: 200)')
-    bench.add_argument('--warmup', type=_non_negative_int, default=20)
+                       help='timed frames after warm-up, at most (default: 200)')
+    bench.add_argument('--seconds', type=_positive_float, default=4.0,
+                       help='time budget of each timed path: it stops after this many seconds '
+                            '(at least 3 frames) if --frames are not done (default: 4)')
+    bench.add_argument('--warmup', type=_non_negative_int, default=5,
+                       help='untimed frames first, at most (default: 5)')
     bench.add_argument('--compile', action='store_true',
                        help='torch.compile the network (with --onnx: our PyTorch reference)')
     bench.add_argument('--onnx', metavar='FILE',
@@ -191,7 +196,9 @@ def _run_bench_model(args):
 
     report = bench_model(args.model, device=args.device, size=args.size, frames=args.frames,
                          warmup=args.warmup, compile_network=args.compile,
-                         references=not args.no_references, onnx=args.onnx)
+                         references=not args.no_references, onnx=args.onnx,
+                         seconds=args.seconds,
+                         log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(report, indent=2) if args.json else format_bench(report))
     return 0
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from pose6d_ros.core.cpus import inference_threads
+from pose6d_ros.core.cpus import inference_threads, torch_threads
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry.camera import Letterbox
 from pose6d_ros.core.geometry.pnp import solve_pnp
@@ -37,7 +37,8 @@ class EstimatorConfig:
     optimize: bool = True                 # fold BatchNorm into convs, channels-last memory
     compile: bool = False                 # torch.compile (CUDA graphs on a GPU: fixed size)
     profile: bool = False                 # synchronise between stages for exact timings
-    threads: int = 0                      # CPU threads; 0: torch's, capped by cpus.py's rule
+    threads: int = 0                      # CPU threads of the network (torch's or
+    #                                       onnxruntime's); 0: torch's count, capped by cpus.py
     onnx: str | None = None               # run the network from this ONNX file (onnxruntime,
     #                                       CPU; `pose6d export`) instead of PyTorch
 
@@ -67,8 +68,13 @@ class Estimator:
         self.objects = objects
         self.input_size = tuple(int(v) for v in input_size)
         self.config = config or EstimatorConfig()
-        if self.device == 'cpu':
+        onnx = isinstance(network, OnnxNetwork)
+        if self.device == 'cpu' and not onnx:
             torch.set_num_threads(inference_threads(self.config.threads))
+        # With an ONNX network onnxruntime's pool has the CPUs (onnx_network.py): torch only
+        # normalises and decodes small tensors, on one thread, so that no second pool of as
+        # many threads fights onnxruntime's for the same cores (10-50x slower stages measured).
+        self._torch_stage_threads = 1 if onnx else None
         if isinstance(method, str):  # the network's own configuration decodes its outputs
             config_dict = getattr(network, 'config_dict', None)
             method = get_method(method, len(objects), config_dict() if config_dict else None,
@@ -109,19 +115,20 @@ class Estimator:
             raise ValueError(f'got {len(images)} images but {len(cameras)} cameras')
         if not images:
             return []
-        start = time.perf_counter()
-        letterboxes = [self._check(image, camera) for image, camera in zip(images, cameras)]
-        tensor = self.preprocess(images, letterboxes)
-        self._sync()
-        after_preprocess = time.perf_counter()
-        outputs = self.forward(tensor)
-        self._sync()
-        after_network = time.perf_counter()
-        decoded = self.method.decode(outputs)   # one host transfer for the batch
-        after_decode = time.perf_counter()
-        results = [self.solve(instances, letterbox, camera)
-                   for instances, letterbox, camera in zip(decoded, letterboxes, cameras)]
-        end = time.perf_counter()
+        with torch_threads(self._torch_stage_threads):
+            start = time.perf_counter()
+            letterboxes = [self._check(image, camera) for image, camera in zip(images, cameras)]
+            tensor = self.preprocess(images, letterboxes)
+            self._sync()
+            after_preprocess = time.perf_counter()
+            outputs = self.forward(tensor)
+            self._sync()
+            after_network = time.perf_counter()
+            decoded = self.method.decode(outputs)   # one host transfer for the batch
+            after_decode = time.perf_counter()
+            results = [self.solve(instances, letterbox, camera)
+                       for instances, letterbox, camera in zip(decoded, letterboxes, cameras)]
+            end = time.perf_counter()
         self.timings = {'preprocess': after_preprocess - start,
                         'network': after_network - after_preprocess,
                         'decode': after_decode - after_network, 'pnp': end - after_decode,

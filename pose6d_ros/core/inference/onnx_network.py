@@ -6,6 +6,12 @@ letterbox, decoding and PnP are the same code as with PyTorch. On a CPU without 
 int8 file is the fast path (`pose6d bench --onnx FILE` measures it beside the PyTorch
 references).
 
+Threads: onnxruntime's own pool runs the network on `threads` CPUs, and its threads sleep
+between runs instead of spinning (`session_options`). A spinning pool takes the cores from the
+Python and torch code around the network: on a shared 2-core machine the letterbox and the
+decoding took 30-60 ms a frame instead of 1-2, and the network itself twice as long. The
+estimator runs its own torch stages on one thread for the same reason (estimator.py).
+
 The file must come from the same bundle: its `pose6d.*` metadata (onnx_export.py) is compared with
 the bundle's card and the digest of its weights file, and a file from another model (or from
 earlier weights of this one) is refused before any frame is run. A relative path that is not
@@ -53,13 +59,10 @@ class OnnxNetwork:
     def __init__(self, path, bundle, threads=1):
         _onnx, onnxruntime = require_onnx()
         self.path = resolve_onnx_path(path, bundle.path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3   # errors only: no optimiser chatter on stderr
         try:
             self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=['CPUExecutionProvider'])
+                str(self.path), session_options(onnxruntime, threads),
+                providers=['CPUExecutionProvider'])
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise Pose6dError(f'{self.path} is not a readable ONNX model ({first_line})') from None
@@ -84,7 +87,7 @@ class OnnxNetwork:
             arrays = [np.concatenate(columns) for columns in zip(*parts)]
         else:
             arrays = self._run(images)
-        outputs = dict(zip(self.output_names, map(torch.from_numpy, arrays)))
+        outputs = dict(zip(self.output_names, map(_as_pytorch_output, arrays)))
         if self.anchors is not None:
             outputs['anchors'] = self.anchors
         return outputs
@@ -94,6 +97,28 @@ class OnnxNetwork:
 
     def __repr__(self):
         return f'OnnxNetwork({str(self.path)!r}, {self.precision})'
+
+
+def session_options(onnxruntime, threads):
+    """onnxruntime's options: `threads` CPU threads in one sequential pool that never spins."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # Idle threads sleep at once: spinning ones would take the cores from the letterbox and the
+    # decoding between two runs (see the module docstring).
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    options.log_severity_level = 3   # errors only: no optimiser chatter on stderr
+    return options
+
+
+def _as_pytorch_output(array):
+    """An output array as a tensor; maps (4-D) channels-last, as the PyTorch network gives them.
+
+    The peak search of the keypoints decoder is about twice as fast on that layout.
+    """
+    tensor = torch.from_numpy(array)
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
 
 def resolve_onnx_path(path, bundle_path):
