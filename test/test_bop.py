@@ -1,6 +1,8 @@
 """BOP dataset reader and writer: round trip, real-BOP (mm) folders, resume, clear errors."""
 
 import json
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -307,6 +309,55 @@ def test_resume_after_interruption(tmp_path):
         assert len(sample.annotations) == 2
     assert len(list((scene / 'mask_visib').iterdir())) == 2 * 7
     assert len(list((scene / 'rgb').iterdir())) == 7
+
+
+def _scene_files(scene):
+    """{folder: sorted file names} of a scene's image and mask folders."""
+    return {name: sorted(p.name for p in (scene / name).iterdir())
+            for name in ('rgb', 'mask_visib') if (scene / name).is_dir()}
+
+
+def test_an_interrupt_inside_add_leaves_no_image_without_ground_truth(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    scene = tmp_path / 'train' / '000000'
+    writer = BopWriter(tmp_path, objects=_object_set(), flush_every=100)
+    for tag in range(2):
+        _add(writer, rng, tag)
+    real_replace = os.replace
+
+    def interrupted_replace(source, target):
+        if Path(target).name == '000002_000001.png':  # image 2 and its first mask are in
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, 'replace', interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        _add(writer, rng, 2)
+    monkeypatch.setattr(os, 'replace', real_replace)
+    writer.close()  # as `pose6d synth` does on Ctrl-C
+    listed = sorted(json.loads((scene / 'scene_gt.json').read_text()), key=int)
+    assert listed == ['0', '1'] and writer.next_image_id == 2
+    assert _scene_files(scene) == {'rgb': ['000000.png', '000001.png'],
+                                   'mask_visib': [f'00000{i}_00000{j}.png' for i in (0, 1)
+                                                  for j in (0, 1)]}
+    assert not list(scene.rglob('*.tmp'))
+    with BopWriter(tmp_path, objects=_object_set(), resume=True) as writer:
+        assert writer.dropped_image_ids == [] and _add(writer, rng, 2)[0] == 2
+    assert [s.image_id for s in BopDataset(tmp_path)] == [0, 1, 2]
+
+
+def test_a_bad_annotation_writes_nothing_of_its_image(tmp_path):
+    rng = np.random.default_rng(5)
+    scene = tmp_path / 'train' / '000000'
+    with BopWriter(tmp_path, objects=_object_set()) as writer:
+        _add(writer, rng, 0)
+        image, annotations, masks = _frame(rng, 1)
+        annotations[1].object_id = 99
+        with pytest.raises(DatasetError, match=r'unknown object id 99 in annotation 1'):
+            writer.add(image, _camera(), annotations, masks)
+        assert writer.next_image_id == 1
+    assert _scene_files(scene) == {'rgb': ['000000.png'],
+                                   'mask_visib': ['000000_000000.png', '000000_000001.png']}
 
 
 def test_writer_refuses_non_empty_folder_and_force_starts_over(tmp_path):

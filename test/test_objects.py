@@ -1,6 +1,8 @@
 """Object sets from YAML and BOP models_info.json, meshes, and every bad input's message."""
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -371,3 +373,90 @@ def test_symmetries_to_dict_round_trip():
 
 def test_object_model_error_is_a_pose6d_error():
     assert issubclass(ObjectModelError, Pose6dError)
+
+
+# --- implausible sizes (units) and truncated meshes -------------------------------------------
+
+
+@pytest.mark.parametrize('entry, match', [
+    ({'mesh': 'box_mm.ply'}, r"objects\[0\]: object 'box' has a diameter of 98\.99 m; expected "
+                             r'5 mm to 3 m .*add `scale: 0\.001` if the mesh is in millimetres'),
+    ({'mesh': 'box_m.ply', 'scale': 0.001},
+     r"object 'box' has a diameter of 0\.09899 mm; .*remove `scale: 0\.001` if the mesh is "
+     r'already in metres'),
+    (plain_entry('box', 1, diameter=102.1), r"object 'box' has a diameter of 102\.1 m; .*give "
+                                            r'"diameter" in metres'),
+])
+def test_implausible_sizes_are_refused_with_the_likely_fix(tmp_path, entry, match):
+    write_mesh(tmp_path / 'box_mm.ply', box_mesh(EXTENTS_MM, [0, 0, 0]))
+    write_mesh(tmp_path / 'box_m.ply', box_mesh(EXTENTS_MM * 1e-3, [0, 0, 0]))
+    data = dict(entry)
+    data.pop('name', None), data.pop('id', None)
+    with pytest.raises(ObjectModelError, match=match) as error:
+        load_single(tmp_path, **data)
+    assert '\n' not in str(error.value)
+
+
+def test_linemod_sizes_pass_and_models_info_in_metres_is_refused(tmp_path):
+    # LINEMOD ape (102 mm) and a 300 mm object, in millimetres as BOP writes them.
+    info = {str(i): {'diameter': d, 'min_x': -d / 4, 'min_y': -d / 4, 'min_z': -d / 4,
+                     'size_x': d / 2, 'size_y': d / 2, 'size_z': d / 2}
+            for i, d in ((1, 102.099), (2, 300.0))}
+    path = tmp_path / 'models_info.json'
+    path.write_text(json.dumps(info))
+    assert [o.diameter for o in ObjectSet.load(path)] == pytest.approx([0.102099, 0.3])
+    in_metres = {'1': {k: v * 1e-3 for k, v in info['1'].items()}}
+    path.write_text(json.dumps(in_metres))
+    with pytest.raises(ObjectModelError, match=r"models_info\.json: object 'obj_000001' has a "
+                                               r'diameter of 0\.1021 mm; .*hold millimetres'):
+        ObjectSet.load(path)
+
+
+def _truncated_ply(tmp_path, encoding, keep):
+    """A coloured box PLY (8 vertices, 12 faces) cut after `keep` bytes of its body.
+
+    For ASCII, `keep` counts lines (a float cuts the next line part-way).
+    """
+    data = box_mesh().export(file_type='ply', encoding=encoding)
+    body = data.index(b'end_header\n') + len(b'end_header\n')
+    if encoding == 'ascii':
+        lines = data[body:].splitlines(keepends=True)
+        whole = int(keep)
+        part = lines[whole][:int(len(lines[whole]) * (keep - whole))] if whole < keep else b''
+        keep = len(b''.join(lines[:whole])) + len(part)
+    path = tmp_path / f'cut_{encoding}.ply'
+    path.write_bytes(data[:body + keep])
+    return path
+
+
+@pytest.mark.parametrize('encoding, keep, detail', [
+    ('ascii', 2, r'\(20 lines of ASCII data expected, the file holds 2\)'),
+    ('ascii', 2.5, r'\(20 lines of ASCII data expected, the file holds 3\)'),
+    ('ascii', 15, r'\(20 lines of ASCII data expected, the file holds 15\)'),  # 7 faces of 12
+    ('ascii', 19.5, r'\(its last face line is cut short\)'),
+    ('binary', 100, r'\(at least 140 bytes of binary data expected, the file holds 100\)'),
+    ('binary', 270, r'\(they cannot be read: '),
+])
+def test_truncated_ply_is_one_clear_line(tmp_path, capfd, encoding, keep, detail):
+    path = _truncated_ply(tmp_path, encoding, keep)
+    with pytest.raises(ObjectModelError) as error:
+        load_mesh(path)
+    message = str(error.value)
+    assert message.startswith(f'mesh {path} is truncated or corrupt: its header declares 8 '
+                              'vertices and 12 faces (')
+    assert re.search(detail, message) and '\n' not in message
+    assert capfd.readouterr().err == ''  # no stray "unable to convert colors!"
+
+
+def test_trimesh_warnings_of_a_failed_read_are_not_printed(tmp_path, capfd, monkeypatch):
+    path = write_mesh(tmp_path / 'box.ply')
+
+    def failing_load(*args, **kwargs):
+        logging.getLogger('trimesh.visual.color').warning('unable to convert colors!')
+        raise ValueError('setting an array element with a sequence.')
+
+    monkeypatch.setattr(trimesh, 'load', failing_load)
+    with pytest.raises(ObjectModelError, match=r'box\.ply is truncated or corrupt: .*they cannot '
+                                               r'be read: setting an array element'):
+        load_mesh(path)
+    assert capfd.readouterr().err == ''

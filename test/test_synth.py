@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -179,6 +180,47 @@ def test_an_interrupted_run_resumes_exactly(inputs, runs, tmp_path, monkeypatch,
     assert _fingerprint(out) == _fingerprint(runs[1])
 
 
+def test_an_interrupt_while_an_image_is_written_leaves_no_image_without_ground_truth(
+        inputs, runs, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'dataset'
+    real_replace = os.replace
+
+    def interrupted_replace(source, target):
+        if Path(target).name == '000003_000000.png':  # Ctrl-C: image 3 is in, its mask not
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, 'replace', interrupted_replace)
+    assert cli.main(_args(inputs, out)) == 130
+    monkeypatch.setattr(os, 'replace', real_replace)
+    scene = out / 'train' / '000000'
+    listed = sorted(int(k) for k in json.loads((scene / 'scene_gt.json').read_text()))
+    assert listed == [0, 1, 2]
+    assert sorted(int(p.stem) for p in (scene / 'rgb').iterdir()) == listed
+    assert {int(p.name[:6]) for p in (scene / 'mask_visib').iterdir()} == set(listed)
+    capsys.readouterr()
+    assert cli.main(_args(inputs, out)) == 0
+    assert 'wrote 3 images (6 in total)' in capsys.readouterr().out
+    assert _fingerprint(out) == _fingerprint(runs[1])
+
+
+def test_a_folder_with_more_images_than_asked_is_refused(inputs, tmp_path, capsys):
+    out = tmp_path / 'dataset'
+    assert cli.main(_args(inputs, out, images=2)) == 0
+    before = _fingerprint(out)
+    capsys.readouterr()
+    assert cli.main(_args(inputs, out, images=1)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('pose6d: error: ') and err.count('\n') == 1
+    assert 'already holds 2 images, more than the 1 asked for' in err
+    assert '--images 2 or more' in err and '--force' in err
+    assert _fingerprint(out) == before
+    assert cli.main(_args(inputs, out, images=2)) == 0  # complete: a note, nothing to do
+    captured = capsys.readouterr()
+    assert 'already holds all 2 images; nothing to do' in captured.err
+    assert 'wrote 0 images (2 in total)' in captured.out and _fingerprint(out) == before
+
+
 def test_other_settings_are_refused_and_force_starts_over(inputs, tmp_path, capsys):
     out = tmp_path / 'dataset'
     assert cli.main(_args(inputs, out, images=2)) == 0
@@ -241,6 +283,18 @@ def _bad_case(case, inputs, tmp_path):
             'property float z\nend_header\n0 0 0\n0.1 0 0\n0 0.1 0\n')
         args[2] = str(_objects_yaml(tmp_path, 'cloud.ply'))
         return args, 'has no faces'
+    if case == 'mesh in millimetres':
+        trimesh.creation.box((100.0, 70.0, 50.0)).export(tmp_path / 'box_mm.ply')
+        args[2] = str(_objects_yaml(tmp_path, 'box_mm.ply'))
+        return args, ("object 'thing' has a diameter of 131.9 m; expected 5 mm to 3 m "
+                      '(geometry is in metres): add `scale: 0.001` if the mesh is in millimetres')
+    if case == 'broken config':
+        config = tmp_path / 'config.yaml'
+        config.write_text('scene:\n  occluders: [0, 1\n  distractors: [0, 1]\n')
+        args[args.index('--config') + 1] = str(config)
+        return args, (f'cannot read config file {config}: line 3, column 14: expected \',\' or '
+                      "']', but got ':' (while parsing a flow sequence started at line 2, "
+                      'column 14)')
     if case == 'unknown object id':
         return args + ['--object-ids', '3,99'], ('unknown object id 99; this object '
                                                  'set has ids 3, 8')
@@ -264,6 +318,7 @@ def _bad_case(case, inputs, tmp_path):
 
 
 @pytest.mark.parametrize('case', ['missing mesh', 'empty mesh', 'mesh without faces',
+                                  'mesh in millimetres', 'broken config',
                                   'unknown object id', 'unknown object id in config',
                                   'no readable background', 'zero focal length'])
 def test_bad_input_is_one_clear_line_and_exit_1(inputs, tmp_path, capsys, case):

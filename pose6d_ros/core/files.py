@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import secrets
 import shutil
 
 
-def write_atomic(path, data: bytes):
+def write_atomic(path, data: bytes, sync=False):
     """Write bytes to a temporary name beside `path`, then rename it over `path`; returns it.
 
-    The folder is made if missing. A failure leaves `path` as it was and no temporary file.
+    The folder is made if missing. A failure (an interrupt included) leaves `path` as it was
+    and no temporary file. sync: fsync the data before the rename, so that after a power
+    loss `path` holds the old or the new bytes, never a torn file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
-        tmp.write_bytes(data)
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -46,3 +53,22 @@ def move_into_place(staging, out_path):
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
+
+
+def make_temp_dir(parent, prefix, suffix=''):
+    """Make a new empty folder `parent/<prefix><random><suffix>` to stage an output in.
+
+    Unlike tempfile.mkdtemp (always mode 700), the folder gets the mode of any folder the
+    user makes (0o777 less the umask, 755 under umask 022): once it is moved into place,
+    other users (a ROS node running as another account) can read what it holds.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        path = parent / f'{prefix}{secrets.token_hex(4)}{suffix}'
+        try:
+            path.mkdir(mode=0o777)  # the umask applies, as for mkdir(1)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f'cannot make a new folder {prefix}*{suffix} in {parent}')

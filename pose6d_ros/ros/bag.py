@@ -17,11 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 import shutil
-import tempfile
 
 from tqdm import tqdm
 
-from pose6d_ros.core.files import move_into_place
+from pose6d_ros.core.files import make_temp_dir, move_into_place
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import BagError, FrameError
 from pose6d_ros.ros.pipeline import FramePipeline, PipelineConfig
@@ -98,8 +97,7 @@ def run_bag(estimator, in_bag, out_bag, image_topic='/camera/image_raw',
         pipeline = FramePipeline(estimator, config or PipelineConfig(), types)
         infos = _camera_infos(reader, types, info_topic)
         summary = BagSummary(out_bag=out_bag, storage=storage)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out_bag.name}.', suffix='.partial',
-                                        dir=out_bag.parent))
+        tmp_dir = make_temp_dir(out_bag.parent, f'.{out_bag.name}.', '.partial')
         try:
             with Writer(tmp_dir / out_bag.name, version=BAG_VERSION,
                         storage_plugin=_storage_plugin(storage)) as writer:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import shutil
-import tempfile
 import time
 
 import cv2
@@ -33,7 +32,7 @@ from pose6d_ros.core.data.scenes import (
     silhouette_points,
 )
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.files import move_into_place
+from pose6d_ros.core.files import make_temp_dir, move_into_place
 from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.geometry.draw import draw_poses
@@ -137,7 +136,7 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
     points = obj.model_points(2000)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix='.pose6d_demo.', dir=out.parent))
+    staging = make_temp_dir(out.parent, '.pose6d_demo.')
     try:
         (staging / 'frames').mkdir()
         records, annotated, seconds = [], [], []

@@ -31,17 +31,16 @@ import math
 from pathlib import Path
 import shutil
 import sys
-import tempfile
 import time
 
 import cv2
 import numpy as np
 from tqdm import tqdm
-import yaml
 
+from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.data.bop import BopDataset
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.files import move_into_place, write_atomic
+from pose6d_ros.core.files import make_temp_dir, move_into_place, write_atomic
 from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.camera import CameraModel, default_camera
 from pose6d_ros.core.geometry.draw import draw_poses
@@ -312,7 +311,7 @@ def objects_for_metrics(objects, dataset):
 
 def bundle_info(path):
     """What metrics.json and the predict JSON say about a model bundle (from its card)."""
-    card = yaml.safe_load((Path(path) / CARD).read_text())
+    card = load_yaml(Path(path) / CARD, 'bundle card')
     training = card.get('training') or {}
     return {'path': str(Path(path).resolve()), 'method': card.get('method'),
             'classes': list(card.get('classes') or []),
@@ -440,7 +439,7 @@ def write_eval_folder(out_dir, document, evaluator, objects, force=False):
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    staging = make_temp_dir(out_dir.parent, f'.{out_dir.name}.')
     try:
         files = [METRICS_JSON, METRICS_MD]
         if evaluator is not None:

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from pose6d_ros.core.errors import CameraError, DatasetError
+from pose6d_ros.core.files import write_atomic
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.geometry.poses import box_2d
@@ -47,7 +48,7 @@ MM = 1e-3  # millimetres -> metres
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 IMAGE_FOLDERS = ('rgb', 'gray')
 SCENE_FILES = ('scene_gt.json', 'scene_camera.json', 'scene_gt_info.json')
-_TMP_SUFFIX = '.tmp'
+_TMP_SUFFIX = '.tmp'  # how core/files.py write_atomic's temporary names end
 _NO_BOX = [-1, -1, -1, -1]
 
 
@@ -497,9 +498,11 @@ class BopWriter:
 
     One writer per scene folder, in one process: workers render (image, annotations, masks)
     and the main process writes them. Crash safety: every image and mask is written to a
-    temporary name and renamed; the json files hold only images already on disk and are
-    rewritten atomically (temporary file, fsync, os.replace) every `flush_every` images and
-    at `close`. `resume=True` reopens an existing scene folder: images the json files do not
+    temporary name and renamed, and an interrupt or error inside `add` removes the files of
+    that image again; the json files hold only images already on disk and are rewritten
+    atomically (temporary file, fsync, os.replace) every `flush_every` images and at
+    `close`, so a run stopped by Ctrl-C (then closed) leaves no image without its ground
+    truth. `resume=True` reopens an existing scene folder: images the json files do not
     list (written after the last flush) and temporary files are deleted, and numbering
     continues after the last listed image; `dropped_image_ids` lists what was deleted.
 
@@ -551,7 +554,7 @@ class BopWriter:
         if objects is not None:
             self._known_ids = {obj.object_id for obj in objects}
             (self.root / 'models').mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.root / 'models' / 'models_info.json',
+            write_atomic(self.root / 'models' / 'models_info.json',
                           _json_text(_models_info(objects)).encode(), sync=True)
         else:
             self._known_ids = None
@@ -613,7 +616,8 @@ class BopWriter:
                                 self._encode_params)
         if not ok:
             raise RuntimeError(f'OpenCV could not encode image {image_id} as {self.image_ext}')
-        _write_atomic(self.scene_dir / 'rgb' / f'{image_id:06d}.{self.image_ext}', data)
+        # Everything is checked and encoded first; `_commit` then writes it all or nothing.
+        files = [(self.scene_dir / 'rgb' / f'{image_id:06d}.{self.image_ext}', data)]
 
         gt_entries, info_entries = [], []
         for index, annotation in enumerate(annotations):
@@ -627,14 +631,14 @@ class BopWriter:
             if not (np.isfinite(R).all() and np.isfinite(t).all()):
                 raise ValueError(f'annotation {index} of image {image_id} has a non-finite pose')
             visible = self._mask(visible_masks[index], 'visible_masks', index, (height, width))
-            self._write_mask('mask_visib', image_id, index, visible)
+            files.append(self._mask_file('mask_visib', image_id, index, visible))
             px_visib = int(np.count_nonzero(visible))
             bbox_visib = _mask_box_xywh(visible)
 
             bbox_obj = None
             if full_masks is not None:
                 full = self._mask(full_masks[index], 'full_masks', index, (height, width))
-                self._write_mask('mask', image_id, index, full)
+                files.append(self._mask_file('mask', image_id, index, full))
                 px_all = int(np.count_nonzero(full))
                 bbox_obj = _mask_box_xywh(full)
             elif full_pixel_counts is not None:
@@ -664,9 +668,7 @@ class BopWriter:
                         'width': width, 'height': height}
         if camera.has_distortion:
             camera_entry['D'] = [float(v) for v in camera.D]
-        self._camera[image_id] = _dumps(camera_entry)
-        self._info[image_id] = _dumps(info_entries)
-        self._gt[image_id] = _dumps(gt_entries)
+        self._commit(image_id, files, camera_entry, info_entries, gt_entries)
         self._next_id += 1
         self._unflushed += 1
         if self._unflushed >= self.flush_every:
@@ -677,7 +679,7 @@ class BopWriter:
         """Rewrite the three json files atomically (scene_gt.json last)."""
         for name, entries in (('scene_camera.json', self._camera),
                               ('scene_gt_info.json', self._info), ('scene_gt.json', self._gt)):
-            _write_atomic(self.scene_dir / name, _json_lines(entries).encode(), sync=True)
+            write_atomic(self.scene_dir / name, _json_lines(entries).encode(), sync=True)
         self._unflushed = 0
 
     def close(self):
@@ -695,13 +697,36 @@ class BopWriter:
             raise ValueError(f'{name}[{index}] has shape {mask.shape}; expected {shape}')
         return mask.astype(bool, copy=False)
 
-    def _write_mask(self, folder, image_id, index, mask):
-        (self.scene_dir / folder).mkdir(exist_ok=True)
+    def _mask_file(self, folder, image_id, index, mask):
+        """(path, PNG bytes) of one mask of an image."""
         ok, data = cv2.imencode('.png', mask.astype(np.uint8) * 255,
                                 [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise RuntimeError(f'OpenCV could not encode mask {index} of image {image_id}')
-        _write_atomic(self.scene_dir / folder / f'{image_id:06d}_{index:06d}.png', data)
+        return self.scene_dir / folder / f'{image_id:06d}_{index:06d}.png', data
+
+    def _commit(self, image_id, files, camera_entry, info_entries, gt_entries):
+        """Write an image's files, then list it for the json files; all of it or nothing.
+
+        An interrupt (Ctrl-C) or error part-way removes what was written of this image, so
+        the json files written at `close` list every image on disk: a reader of rgb/ never
+        sees an image without its ground truth. (After a hard kill, images written since the
+        last flush lack it until `resume` deletes them.)
+        """
+        written = []
+        try:
+            for path, data in files:
+                written.append(path)
+                write_atomic(path, data)
+            self._camera[image_id] = _dumps(camera_entry)
+            self._info[image_id] = _dumps(info_entries)
+            self._gt[image_id] = _dumps(gt_entries)
+        except BaseException:
+            for entries in (self._camera, self._info, self._gt):
+                entries.pop(image_id, None)
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
 
     def _load_existing(self):
         """Keep the images listed in all three json files; delete everything else we wrote."""
@@ -799,13 +824,3 @@ def _json_lines(entries):
 def _json_text(mapping):
     return _json_lines({k: _dumps(v) for k, v in mapping.items()}) if mapping else '{}\n'
 
-
-def _write_atomic(path, data, sync=False):
-    """Write bytes to a temporary name beside `path`, then rename it over `path`."""
-    tmp = path.with_name(f'{path.name}.{os.getpid()}{_TMP_SUFFIX}')
-    with open(tmp, 'wb') as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)

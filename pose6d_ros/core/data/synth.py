@@ -41,6 +41,7 @@ from tqdm import tqdm
 import trimesh
 import yaml
 
+from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.cpus import machine_info
 from pose6d_ros.core.data.augment import Backgrounds, composite, Photometric, procedural_background
 from pose6d_ros.core.data.bop import Annotation, BopWriter
@@ -81,10 +82,7 @@ class SynthConfig:
         path = Path(path)
         if not path.is_file():
             raise Pose6dError(f'config file not found: {path}')
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise Pose6dError(f'cannot read config file {path}: {exc}') from None
+        data = load_yaml(path, 'config file') or {}
         try:
             return cls.from_dict(data)
         except Pose6dError as exc:
@@ -141,10 +139,9 @@ def load_objects(path, object_ids=None):
                 f'object {obj.name!r} (id {obj.object_id}) has no mesh; synth renders meshes: '
                 f'expected obj_{obj.object_id:06d}.ply beside models_info.json or a "mesh" '
                 'entry in the objects YAML')
-        obj.load_mesh()  # raises a clear ObjectModelError for a missing, empty, faceless mesh
-        if obj.diameter <= 0:
-            raise ObjectModelError(f'object {obj.name!r} (id {obj.object_id}) has a zero '
-                                   'diameter; expected a mesh with some extent')
+        # A clear ObjectModelError for a missing, empty or faceless mesh (ObjectSet.load has
+        # refused implausible sizes, e.g. a mesh in millimetres without `scale: 0.001`).
+        obj.load_mesh()
     return objects
 
 
@@ -161,7 +158,8 @@ def synthesize(objects, out, images, backgrounds=None, camera=None, seed=0, work
     `default_camera()`); images are rendered undistorted with its K. config: SynthConfig.
     object_ids: synthesise only these objects (default: config.scene.object_ids, else all).
     A rerun with the same settings continues an interrupted run (or adds images up to a
-    larger `images`); a non-empty `out` that is not such a run is refused unless `force`,
+    larger `images`; a run already holding more than `images` is refused, one holding as
+    many is left as it is); a non-empty `out` that is not such a run is refused unless `force`,
     which deletes what synth writes there (train/, models/, synth.json, summary.json).
     """
     started = time.perf_counter()
@@ -193,8 +191,18 @@ def synthesize(objects, out, images, backgrounds=None, camera=None, seed=0, work
                  config.procedural_probability)
     writer = BopWriter(out, SPLIT, SCENE_ID, image_ext=image_format, objects=object_set,
                        resume=resume, jpeg_quality=95)
-    write_models(object_set, out / 'models')
     start = writer.next_image_id
+    if start > images:
+        # --images is the size of the set: going on with more than asked would be a surprise.
+        writer.close()
+        raise Pose6dError(
+            f'output folder {out} already holds {start} images, more than the {images} asked '
+            f'for (left as it is); pass --images {start} or more to keep and extend them, '
+            f'--force to delete them and make {images}, or choose another --out')
+    if resume and start == images:
+        log(f'note: {out} already holds all {images} images; nothing to do (a larger '
+            '--images adds more)')
+    write_models(object_set, out / 'models')
     timing = {'first': None, 'last': None}
     bar = _progress_bar(images, start, progress)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
+from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.errors import CameraError
 
 # ROS distortion_model names -> accepted numbers of coefficients.
@@ -67,11 +67,13 @@ class CameraModel:
         path = Path(path)
         if not path.is_file():
             raise CameraError(f'camera file not found: {path}')
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == '.json' else yaml.safe_load(text)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise CameraError(f'cannot parse camera file {path}: {exc}') from None
+        if path.suffix == '.json':
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise CameraError(f'cannot parse camera file {path}: {exc}') from None
+        else:
+            data = load_yaml(path, 'camera file', CameraError)
         if not isinstance(data, dict):
             raise CameraError(f'camera file {path} must hold a mapping; got {type(data).__name__}')
         try:

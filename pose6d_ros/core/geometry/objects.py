@@ -19,8 +19,11 @@ YAML format::
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 import json
+import logging
+import logging.handlers
 import os
 from pathlib import Path
 
@@ -29,10 +32,16 @@ from scipy.spatial.distance import pdist
 import trimesh
 import yaml
 
+from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.errors import ObjectModelError
+from pose6d_ros.core.geometry.ply import check_ply_body, ply_layout, truncated
 from pose6d_ros.core.geometry.poses import box_keypoints, NUM_KEYPOINTS, Pose
 
 MESH_SUFFIXES = ('.ply', '.obj')
+# Plausible object diameters in metres: outside them the units are almost surely wrong (a mesh
+# in millimetres read as metres is 1000 times too large and puts the camera 1000 times away).
+MIN_DIAMETER = 0.005
+MAX_DIAMETER = 3.0
 _YAML_KEYS = {'name', 'id', 'mesh', 'scale', 'diameter', 'keypoints',
               'symmetries_discrete', 'symmetries_continuous'}
 
@@ -227,10 +236,7 @@ class ObjectSet:
     def from_yaml(cls, path):
         """Load our objects YAML format (see the module docstring)."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ObjectModelError(f'cannot read object set {path}: {exc}') from None
+        data = load_yaml(path, 'object set', ObjectModelError)
         if not isinstance(data, dict) or not isinstance(data.get('objects'), list):
             raise ObjectModelError(f'{path}: expected a mapping with an "objects" list')
         if not data['objects']:
@@ -271,6 +277,8 @@ class ObjectSet:
                     symmetries, mesh_path if mesh_path.is_file() else None, 1e-3))
             else:
                 objects.append(ObjectModel.from_mesh(name, object_id, mesh_path, 1e-3, symmetries))
+            _check_size(objects[-1], path, 'BOP models_info.json and its meshes hold '
+                        'millimetres; check that they are in millimetres')
         return cls(objects)
 
     def to_yaml(self, path):
@@ -292,9 +300,15 @@ def load_mesh(path, scale=1.0):
         raise ObjectModelError(f'mesh {path} has an unsupported format; expected PLY or OBJ')
     if path.stat().st_size == 0:
         raise ObjectModelError(f'mesh file {path} is empty')
+    layout = ply_layout(path) if path.suffix.lower() == '.ply' else None
+    if layout is not None:
+        check_ply_body(path, layout)
     try:
-        mesh = trimesh.load(path, force='mesh', process=False)
+        with _trimesh_log_held():
+            mesh = trimesh.load(path, force='mesh', process=False)
     except Exception as exc:  # trimesh raises many types for a malformed file
+        if layout is not None:  # a valid header: the body is what trimesh cannot read
+            raise truncated(path, layout, f'they cannot be read: {exc}') from None
         raise ObjectModelError(f'cannot read mesh {path}: {exc}') from None
     no_faces = f'mesh {path} has no faces (a point cloud?); expected a triangle mesh'
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0:
@@ -310,9 +324,31 @@ def load_mesh(path, scale=1.0):
     return mesh
 
 
+@contextlib.contextmanager
+def _trimesh_log_held():
+    """Hold trimesh's log records while it reads a file, and let them out only if it succeeds.
+
+    Before it fails on a corrupt file trimesh logs stray lines ("unable to convert colors!")
+    that the one-line error replaces.
+    """
+    logger = logging.getLogger('trimesh')
+    held = logging.handlers.BufferingHandler(capacity=10_000)
+    propagate = logger.propagate
+    logger.addHandler(held)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+    for record in held.buffer:  # the read succeeded: its warnings are worth seeing
+        logger.handle(record)
+
+
 def _is_point_cloud(trimesh, path):
     try:
-        loaded = trimesh.load(path, process=False)
+        with _trimesh_log_held():
+            loaded = trimesh.load(path, process=False)
     except Exception:  # trimesh raises many types for a malformed file
         return False
     return isinstance(loaded, trimesh.PointCloud) and len(loaded.vertices) > 0
@@ -357,13 +393,46 @@ def _object_from_entry(entry, where, base_dir):
     if 'keypoints' in entry and 'diameter' in entry:
         keypoints = _float_array(entry['keypoints'], f'{where}.keypoints', size=27).reshape(9, 3)
         diameter = _positive(entry['diameter'], f'{where}.diameter')
-        return ObjectModel(name, entry['id'], keypoints, diameter, symmetries, mesh_path, scale)
-    if mesh_path is None:
+        obj = ObjectModel(name, entry['id'], keypoints, diameter, symmetries, mesh_path, scale)
+    elif mesh_path is None:
         raise ObjectModelError(f'{where} needs a "mesh" (or both "keypoints" and "diameter")')
-    obj = ObjectModel.from_mesh(name, entry['id'], mesh_path, scale, symmetries)
-    if 'diameter' in entry:
-        obj.diameter = _positive(entry['diameter'], f'{where}.diameter')
+    else:
+        obj = ObjectModel.from_mesh(name, entry['id'], mesh_path, scale, symmetries)
+        if 'diameter' in entry:
+            obj.diameter = _positive(entry['diameter'], f'{where}.diameter')
+    _check_size(obj, where, _yaml_size_fix(obj, 'diameter' in entry))
     return obj
+
+
+def _check_size(obj, where, fix):
+    """ObjectModelError naming the object, its diameter and `fix` if its size is implausible."""
+    if not MIN_DIAMETER <= obj.diameter <= MAX_DIAMETER:
+        raise ObjectModelError(
+            f'{where}: object {obj.name!r} has a diameter of {_length(obj.diameter)}; expected '
+            f'{_length(MIN_DIAMETER)} to {_length(MAX_DIAMETER)} (geometry is in metres): {fix}')
+
+
+def _yaml_size_fix(obj, diameter_given):
+    """The likely fix of an implausible size read from our YAML format."""
+    too_large = obj.diameter > MAX_DIAMETER
+    if diameter_given:
+        return 'give "diameter" in metres (0.1 for 100 mm)'
+    if obj.scale == 1.0:
+        if too_large:
+            return ('add `scale: 0.001` if the mesh is in millimetres (`scale: 0.01` for '
+                    'centimetres)')
+        return 'set `scale` (mesh units -> metres) to the units of the mesh'
+    if not too_large and abs(obj.scale - 1e-3) < 1e-12:
+        return 'remove `scale: 0.001` if the mesh is already in metres'
+    return (f'check `scale: {obj.scale:g}` (mesh units -> metres; 0.001 for a mesh in '
+            'millimetres, 1 for metres)')
+
+
+def _length(metres):
+    """A length for messages: '102.1 m', '86.6 mm'."""
+    if metres >= 1.0:
+        return f'{metres:.4g} m'
+    return f'{metres * 1000:.4g} mm'
 
 
 def _float_array(values, where, size=None):

@@ -21,12 +21,13 @@ import hashlib
 from pathlib import Path
 import shutil
 import sys
-import tempfile
 
 import torch
 import yaml
 
+from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.files import make_temp_dir
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION  # noqa: F401 (re-exported)
 from pose6d_ros.core.nets.registry import build_network, METHODS
@@ -90,7 +91,7 @@ def save_bundle(path, method, network_config, state_dict, objects, input_size,
     if path.exists() and not force:
         raise BundleError(f'{path} already exists; pass force to overwrite it')
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
+    staging = make_temp_dir(path.parent, f'.{path.name}.')
     try:
         weights = {k: (v.detach().cpu().half() if half_precision and v.is_floating_point()
                        else v.detach().cpu()) for k, v in state_dict.items()}
@@ -130,10 +131,7 @@ def load_bundle(path):
     for name in (CARD, WEIGHTS, OBJECTS):
         if not (path / name).is_file():
             raise BundleError(f'bundle {path} has no {name}; is it a pose6d model bundle?')
-    try:
-        card = yaml.safe_load((path / CARD).read_text())
-    except yaml.YAMLError as exc:
-        raise BundleError(f'bundle {path}: {CARD} is not valid YAML ({exc})') from None
+    card = load_yaml(path / CARD, 'bundle card', BundleError)
     _check_card(card, path)
     objects = ObjectSet.from_yaml(path / OBJECTS)
     if objects.names != card['classes']:
