@@ -79,3 +79,44 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_dataset, tmp
         assert torch.equal(value, resumed['model'][key]), key
     assert resumed['optimizer']['state'].keys() == whole['optimizer']['state'].keys()
     assert resumed['scheduler'] == whole['scheduler']
+
+
+def _calls(tree):
+    """(dotted name, call node) of every call in a module's syntax tree."""
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, func = [], node.func
+            while isinstance(func, ast.Attribute):
+                parts.append(func.attr)
+                func = func.value
+            if isinstance(func, ast.Name):  # a name path (not a method of a call's result)
+                yield '.'.join(reversed(parts + [func.id])), node
+
+
+def test_no_module_has_a_loader_that_can_run_code():
+    """The audit, kept: only safe_load.py calls torch.load, and nothing unpickles or evals."""
+    import ast
+    from pathlib import Path
+
+    import pose6d_ros
+
+    package = Path(pose6d_ros.__file__).parent
+    found = []
+    for path in sorted(package.rglob('*.py')) + sorted((package.parent / 'launch').glob('*.py')):
+        tree = ast.parse(path.read_text(), str(path))
+        for name, call in _calls(tree):
+            true = {k.arg for k in call.keywords
+                    if isinstance(k.value, ast.Constant) and k.value.value is True}
+            if name == 'torch.load' and path.name != 'safe_load.py':
+                found.append(f'{path.name}: torch.load outside safe_load.torch_load')
+            if name == 'torch.load' and 'weights_only' not in true:
+                found.append(f'{path.name}: torch.load without weights_only=True')
+            if name in ('pickle.load', 'pickle.loads', 'yaml.load', 'yaml.unsafe_load',
+                        'yaml.full_load', 'eval', 'exec', 'marshal.loads', 'shelve.open',
+                        'torch.jit.load', 'os.system'):
+                found.append(f'{path.name}: {name}')
+            if true & {'allow_pickle', 'shell'}:
+                found.append(f'{path.name}: {name} with a flag that runs code')
+    assert found == []

@@ -37,6 +37,17 @@ def positive_float(text):
     return value
 
 
+def fraction(text):
+    """'0.1' -> 0.1; a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f'expected a number between 0 and 1; got {text!r}')
+    return value
+
+
 def size(text):
     """'640x480' -> (640, 480)."""
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.tools.cli_args import fraction as _fraction
 from pose6d_ros.tools.cli_args import positive_int as _positive_int
 
 
@@ -33,6 +34,9 @@ def _common(parser):
     parser.add_argument('--data', metavar='DIR', help='BOP-format training dataset')
     parser.add_argument('--val-data', metavar='DIR',
                         help='held-out BOP dataset (default: --val-fraction of --data)')
+    parser.add_argument('--val-fraction', type=_fraction,
+                        help='share of --data held out for validation when there is no '
+                             '--val-data (default: 0.1)')
     parser.add_argument('--objects', metavar='PATH',
                         help='objects YAML or models_info folder (default: the dataset\'s)')
     parser.add_argument('--out', metavar='RUN_DIR', help='run directory')
@@ -59,6 +63,9 @@ def _common(parser):
                              'HRNet or EfficientNet-Lite0 layout), or none; default auto: the '
                              'installed EfficientNet-Lite0 file for that backbone, else random')
     parser.add_argument('--resume', action='store_true', help='continue RUN_DIR\'s checkpoint')
+    parser.add_argument('--force', action='store_true',
+                        help='start over in a RUN_DIR that holds an earlier run (deletes its '
+                             'checkpoint, log and bundle)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
@@ -70,6 +77,7 @@ def _run_train(args):
 
     overrides = {
         'method': args.method, 'data': args.data, 'val_data': args.val_data,
+        'val_fraction': args.val_fraction,
         'objects': args.objects, 'out': args.out, 'input_size': args.input_size,
         'train_crop': args.train_crop, 'init_weights': args.init_weights,
         'epochs': args.epochs, 'batch_size': args.batch_size, 'lr': args.lr,
@@ -83,7 +91,7 @@ def _run_train(args):
                           **backbone_network_config(config.method, args.backbone)}
     if args.distill and config.method != 'keypoints':
         raise Pose6dError('pose6d distill trains the keypoints method only')
-    bundle = train(config, resume=args.resume, progress=not args.quiet)
-    if int(os.environ.get('RANK', 0)) == 0:  # under torchrun, one line, not one per process
-        print(f'model bundle: {bundle}')
+    run = train(config, resume=args.resume, progress=not args.quiet, force=args.force)
+    if int(os.environ.get('RANK', 0)) == 0:  # under torchrun, once, not once per process
+        print('\n'.join(run.summary_lines()))
     return 0

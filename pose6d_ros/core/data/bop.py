@@ -38,6 +38,7 @@ import shutil
 import cv2
 import numpy as np
 
+from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.errors import CameraError, DatasetError
 from pose6d_ros.core.files import write_atomic
 from pose6d_ros.core.geometry.camera import CameraModel
@@ -137,6 +138,22 @@ class _Scene:
     size: tuple | None = None  # default (width, height) of the scene's images
 
 
+def object_names(models_dir):
+    """{object id: name} from models_dir/objects.yaml (written by synth); {} without one."""
+    path = Path(models_dir) / 'objects.yaml'
+    if not path.is_file():
+        return {}
+    data = load_yaml(path, 'object set', DatasetError)
+    entries = data.get('objects') if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise DatasetError(f'{path}: expected a mapping with an "objects" list')
+    names = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get('id'), int) and entry.get('name'):
+            names[entry['id']] = str(entry['name'])
+    return names
+
+
 class BopDataset:
     """Reader of a BOP split (real BOP datasets and those written by `BopWriter`).
 
@@ -147,8 +164,10 @@ class BopDataset:
     and lost them all to these filters are left out; images without any annotation are kept.
 
     `object_set` is the ObjectSet of <root>/models/models_info.json, None without one; when
-    present every object id in scene_gt.json must be in it. The json files are read and checked
-    here; images and masks are read on demand by `Sample.load_image` / `Sample.load_mask`.
+    present every object id in scene_gt.json must be in it. Its objects are named as in
+    models/objects.yaml when the dataset has one (`pose6d synth` writes it), else obj_XXXXXX.
+    The json files are read and checked here; images and masks are read on demand by
+    `Sample.load_image` / `Sample.load_mask`.
     """
 
     def __init__(self, root, split=None, object_ids=None, min_visib_fract=0.0):
@@ -159,7 +178,8 @@ class BopDataset:
         models_info = self.dataset_dir / 'models' / 'models_info.json'
         self.object_set = None
         if models_info.is_file():
-            self.object_set = ObjectSet.from_models_info(models_info)
+            self.object_set = ObjectSet.from_models_info(
+                models_info, names=object_names(self.dataset_dir / 'models'))
         self._known_ids = None
         if self.object_set is not None:
             self._known_ids = {obj.object_id for obj in self.object_set}

@@ -7,7 +7,7 @@ Layout::
                      classes, training summary, metrics (human-readable, the model card)
       weights.pt     the network's state_dict (torch.save; loaded with weights_only=True)
       objects.yaml   the object set: names, ids, keypoints, diameters, symmetries, meshes
-      meshes/        optional copies of the meshes, referenced by objects.yaml
+      meshes/        copies of the meshes (at most 4 MB each), referenced by objects.yaml
 
 `load_bundle(path)` needs nothing else. A bundle is written to a temporary folder beside its
 destination and renamed into place, so a crash never leaves half a bundle.
@@ -28,6 +28,7 @@ import yaml
 from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.files import make_temp_dir
+from pose6d_ros.core.geometry.mesh_copy import copy_mesh
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION  # noqa: F401 (re-exported)
 from pose6d_ros.core.nets.registry import build_network, METHODS
@@ -85,7 +86,9 @@ def save_bundle(path, method, network_config, state_dict, objects, input_size,
     """Write a bundle directory atomically; returns its path.
 
     half_precision stores floating-point weights as float16 (half the size; they are loaded
-    back as float32). copy_meshes copies every object's mesh into `meshes/`.
+    back as float32). copy_meshes copies every object's mesh into `meshes/` (a large one as a
+    smaller binary PLY, geometry/mesh_copy.py), so the bundle still loads, draws and scores
+    wherever it is copied; without it objects.yaml points at the meshes where they are.
     """
     path = Path(path)
     if path.exists() and not force:
@@ -182,30 +185,9 @@ def _objects_for_bundle(objects, staging, copy_meshes):
     for obj in objects:
         obj = copy.copy(obj)  # the caller's set keeps its own paths
         if obj.mesh_path is not None and Path(obj.mesh_path).is_file():
-            for source in [Path(obj.mesh_path)] + _mesh_companions(Path(obj.mesh_path)):
-                shutil.copy2(source, staging / 'meshes' / source.name)
-            obj.mesh_path = staging / 'meshes' / Path(obj.mesh_path).name
+            obj.mesh_path, obj.scale, _ = copy_mesh(obj, staging / 'meshes')
         copies.append(obj)
     return ObjectSet(copies)
-
-
-def _mesh_companions(mesh_path):
-    """Files an OBJ mesh needs beside it: its material libraries and their texture images."""
-    if mesh_path.suffix.lower() != '.obj':
-        return []
-    found = []
-    for line in mesh_path.read_text(errors='replace').splitlines():
-        if line.startswith('mtllib '):
-            material = mesh_path.parent / line.split(maxsplit=1)[1].strip()
-            if material.is_file():
-                found.append(material)
-                for entry in material.read_text(errors='replace').splitlines():
-                    parts = entry.split()
-                    if parts and parts[0].startswith('map_') and len(parts) > 1:
-                        texture = material.parent / parts[-1]
-                        if texture.is_file():
-                            found.append(texture)
-    return found
 
 
 def _plain(value):

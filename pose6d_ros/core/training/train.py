@@ -10,7 +10,7 @@ RUN_DIR/bundle. Runs on one GPU, on the CPU, or on several GPUs under `torchrun`
 
 from __future__ import annotations
 
-import csv
+import collections
 from dataclasses import asdict, dataclass, field
 import math
 import multiprocessing
@@ -38,6 +38,22 @@ from pose6d_ros.core.nets import efficientnet
 from pose6d_ros.core.nets.hrpose_loss import distillation_loss, DistillationWeights
 from pose6d_ros.core.nets.methods import get_method
 from pose6d_ros.core.safe_load import torch_load
+from pose6d_ros.core.training.run_dir import (
+    BUNDLE,
+    CHECKPOINT,
+    CONFIG,
+    LOG,
+    PLOT,
+    prepare_run_dir,
+    remove_outputs,
+)
+from pose6d_ros.core.training.run_log import plot_training_log, TrainingLog
+
+# At most this many validations in a run, evenly spaced (and one at the end): when epochs are a
+# few iterations long, validating each one would take longer than the training.
+MAX_VALIDATIONS = 10
+# The final loss of the summary is the mean of this many last iterations (one is noisy).
+FINAL_LOSS_ITERATIONS = 50
 
 # What every checkpoint.pt holds (see _save_checkpoint).
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'scaler', 'epoch', 'iteration')
@@ -113,7 +129,10 @@ class TrainConfig:
     teacher: str | None = None       # keypoints: a teacher bundle to distil from
     distillation: dict = field(default_factory=dict)  # alpha/beta weights (see hrpose_loss)
     half_precision_bundle: bool = False  # store the final weights as float16
-    bundle_meshes: bool = False      # copy the objects' meshes into the bundle (self-contained)
+    # Copy the objects' meshes into the bundle, so it loads, draws and scores wherever it is
+    # copied (large meshes as smaller binary PLYs: geometry/mesh_copy.py); false: objects.yaml
+    # points at the meshes where they are (the LM-O models: eval takes the dataset's meshes).
+    bundle_meshes: bool = True
 
     def resolved(self):
         """A copy with the method's paper defaults filled in where fields are None."""
@@ -190,33 +209,73 @@ class _View:
         return self.dataset[self.indices[i]]
 
 
-def train(config, resume=False, progress=True):
-    """Train as configured; returns the path of the bundle written at the end."""
+@dataclass
+class TrainingRun:
+    """What a finished run did: `train` returns it and `pose6d train` prints its summary."""
+
+    bundle: Path
+    iterations: int
+    epochs: int
+    seconds: float
+    final_loss: float | None      # mean of the last FINAL_LOSS_ITERATIONS losses
+    validation: dict              # the last validation's mean figures ({} if none ran)
+    log: Path
+    plot: Path | None
+
+    def summary_lines(self):
+        """A few lines a user reads at the end of a run."""
+        minutes = self.seconds / 60.0
+        loss = 'n/a' if self.final_loss is None else f'{self.final_loss:.4g}'
+        lines = [f'trained {self.iterations} iterations ({self.epochs} epochs) in '
+                 f'{minutes:.1f} min; final loss {loss} (mean of the last '
+                 f'{FINAL_LOSS_ITERATIONS} iterations)']
+        if self.validation:
+            v = self.validation
+            lines.append(f'last validation: ADD(-S) {v.get("add_0.1d", 0):.1f}%, 2D projection '
+                         f'{v.get("proj_2d_5px", 0):.1f}%, 5cm5deg {v.get("5cm5deg", 0):.1f}%, '
+                         f'recall {v.get("recall", 0):.1f}%')
+        else:
+            lines.append('no validation ran (no held-out images)')
+        lines.append(f'log: {self.log}' + (f'   plot: {self.plot}' if self.plot else ''))
+        lines.append(f'model bundle: {self.bundle}')
+        return lines
+
+
+def train(config, resume=False, progress=True, force=False):
+    """Train as configured; returns a TrainingRun (the bundle's path, figures, the log).
+
+    force: start over in a run directory that holds an earlier run (deletes its checkpoint,
+    log and bundle). A run that fails before its first checkpoint leaves nothing behind.
+    """
     config = config.resolved()
     if not config.data or not config.out:
         raise Pose6dError('training needs --data (a BOP dataset) and --out (a run directory)')
     out = Path(config.out)
-    checkpoint_path = out / 'checkpoint.pt'
     distributed = _setup_distributed()
     rank = torch.distributed.get_rank() if distributed else 0
     device = (f'cuda:{int(os.environ.get("LOCAL_RANK", 0))}' if distributed
               and torch.cuda.is_available() else select_device(config.device))
-    if resume and not checkpoint_path.is_file():
-        raise Pose6dError(f'--resume: no checkpoint at {checkpoint_path}')
-    if not resume and out.exists() and any(out.iterdir()):
-        raise Pose6dError(f'run directory {out} is not empty; pass --resume to continue that '
-                          'run or choose another --out')
-    if distributed:  # every process has checked the run directory before rank 0 writes to it
-        torch.distributed.barrier()
+    created = False
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.yaml').write_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False))
+        created = prepare_run_dir(out, resume, force)
+    if distributed:  # rank 0 has checked and prepared the run directory
+        torch.distributed.barrier()
+    try:
+        return _train(config, out, resume, progress, rank, distributed, device)
+    except BaseException:
+        if rank == 0 and not (out / CHECKPOINT).is_file():
+            remove_outputs(out, created)  # nothing worth keeping; a rerun must not be blocked
+        raise
+
+
+def _train(config, out, resume, progress, rank, distributed, device):
+    checkpoint_path = out / CHECKPOINT
+    if rank == 0:
+        (out / CONFIG).write_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False))
 
     torch.manual_seed(config.seed)
     dataset = BopDataset(config.data)
-    objects = (ObjectSet.load(config.objects) if config.objects else dataset.object_set)
-    if objects is None:
-        raise Pose6dError(f'{config.data} has no models/models_info.json; pass --objects')
+    objects = _training_objects(config, dataset)
     if config.val_data:
         train_view, val_view = dataset, BopDataset(config.val_data)
     else:
@@ -276,79 +335,131 @@ def train(config, resume=False, progress=True):
         scaler.load_state_dict(state['scaler'])
         start_epoch, iteration = state['epoch'], state['iteration']
 
-    log = _Log(out / 'log.csv', enabled=rank == 0)
+    total = planned_iterations(config, len(loader))
+    val_every = validation_interval(config, len(loader))
+    log = TrainingLog(out / LOG, enabled=rank == 0)
     started = time.time()
-    last_metrics = {}
-    bar = _progress(config.epochs * len(loader), iteration, enabled=progress and rank == 0)
-    for epoch in range(start_epoch, config.epochs):
-        samples.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        else:  # the shuffle of an epoch depends on (seed, epoch) only: a resumed run matches
-            loader.generator.manual_seed(config.seed * 100003 + epoch)
-        stage = 1 if epoch < config.stage1_epochs else 2
-        model.train()
-        for images, targets in loader:
-            images = images.to(device, non_blocking=True)
-            targets = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
-                           else [t.to(device) for t in v]) for k, v in targets.items()}
-            with torch.autocast('cuda', enabled=use_amp):
-                outputs = model(images)
-                loss, parts = _loss(method, outputs, targets, stage, teacher, images, config)
-            if not torch.isfinite(loss):
-                raise Pose6dError(f'the loss became {loss.item()} at iteration {iteration}; '
-                                  'lower the learning rate')
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            _warm_up(optimizer, scheduler, iteration, config.warmup_iterations)
-            if config.clip_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            bar.update(1)
-            if iteration % config.log_every == 0 or iteration == 1:
-                log.write(epoch=epoch, iteration=iteration, lr=optimizer.param_groups[0]['lr'],
-                          loss=loss.item(), **{k: float(v.detach()) if isinstance(v, torch.Tensor)
-                                               else float(v) for k, v in parts.items()})
-                bar.set_postfix(loss=f'{loss.item():.4g}')
-            if config.max_iterations and iteration >= config.max_iterations:
+    last_metrics, recent_losses = {}, collections.deque(maxlen=FINAL_LOSS_ITERATIONS)
+    epochs_run = start_epoch
+    bar = _progress(total, iteration, enabled=progress and rank == 0)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if iteration >= total:
                 break
-        scheduler.step()
-        finished = (epoch + 1 == config.epochs or (
-            config.max_iterations and iteration >= config.max_iterations))
-        if rank == 0:
-            _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler, epoch + 1,
-                             iteration, config)
-            if len(val_view) and (finished or (config.val_every
-                                               and (epoch + 1) % config.val_every == 0)):
-                estimator = Estimator(network, method, objects, config.input_size,
-                                      normalisation, device=device)
-                summary, _ = evaluate_dataset(estimator, val_view, config.max_val_images)
-                network.train()
-                last_metrics = {'validation': summary['mean'], 'epoch': epoch + 1,
-                                'instances': summary['instances']}
-                log.write(epoch=epoch, iteration=iteration, lr=optimizer.param_groups[0]['lr'],
-                          **{f'val_{k}': v for k, v in summary['mean'].items()})
-        if finished:
-            break
-    bar.close()
-    log.close()
+            samples.set_epoch(epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            else:  # the shuffle of an epoch depends on (seed, epoch) only: a resumed run matches
+                loader.generator.manual_seed(config.seed * 100003 + epoch)
+            stage = 1 if epoch < config.stage1_epochs else 2
+            model.train()
+            for images, targets in loader:
+                images = images.to(device, non_blocking=True)
+                targets = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                               else [t.to(device) for t in v]) for k, v in targets.items()}
+                with torch.autocast('cuda', enabled=use_amp):
+                    outputs = model(images)
+                    loss, parts = _loss(method, outputs, targets, stage, teacher, images, config)
+                if not torch.isfinite(loss):
+                    raise Pose6dError(_diverged(loss.item(), iteration, epoch, checkpoint_path))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                _warm_up(optimizer, scheduler, iteration, config.warmup_iterations)
+                if config.clip_grad_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                iteration += 1
+                recent_losses.append(loss.item())
+                bar.update(1)
+                if iteration % config.log_every == 0 or iteration == 1:
+                    log.write(epoch=epoch, iteration=iteration, lr=optimizer.param_groups[0]['lr'],
+                              loss=loss.item(), **{k: float(v.detach())
+                                                   if isinstance(v, torch.Tensor) else float(v)
+                                                   for k, v in parts.items()})
+                    bar.set_postfix(loss=f'{loss.item():.4g}')
+                if iteration >= total:
+                    break
+            scheduler.step()
+            epochs_run = epoch + 1
+            finished = epoch + 1 == config.epochs or iteration >= total
+            if rank == 0:
+                _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler,
+                                 epoch + 1, iteration, config)
+                if len(val_view) and (finished or (val_every and (epoch + 1) % val_every == 0)):
+                    estimator = Estimator(network, method, objects, config.input_size,
+                                          normalisation, device=device)
+                    summary, _ = evaluate_dataset(estimator, val_view, config.max_val_images)
+                    network.train()
+                    last_metrics = {'validation': summary['mean'], 'epoch': epoch + 1,
+                                    'iteration': iteration, 'instances': summary['instances']}
+                    log.write(epoch=epoch, iteration=iteration,
+                              lr=optimizer.param_groups[0]['lr'],
+                              **{f'val_{k}': v for k, v in summary['mean'].items()})
+            if finished:
+                break
+    finally:
+        bar.close()  # before any message: an error line must not be glued to the bar
+        log.close()
 
-    bundle_path = out / 'bundle'
+    bundle_path = out / BUNDLE
+    plot = None
     if rank == 0:
+        seconds = time.time() - started
         save_bundle(bundle_path, config.method, network.config_dict(), network.state_dict(),
                     objects, config.input_size, decoder=method.decoder_config(),
                     normalisation=normalisation, metrics=last_metrics,
-                    training=_training_summary(config, len(train_view), iteration, started,
-                                               device, pretrained),
+                    training=_training_summary(config, len(train_view), iteration, epochs_run,
+                                               seconds, device, pretrained),
                     half_precision=config.half_precision_bundle,
                     copy_meshes=config.bundle_meshes, force=True)
+        if log.rows:
+            plot = plot_training_log(log.rows, out / PLOT, title=f'{config.method}: {out.name}')
     if distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return bundle_path
+    return TrainingRun(bundle=bundle_path, iterations=iteration, epochs=epochs_run,
+                       seconds=time.time() - started,
+                       final_loss=(sum(recent_losses) / len(recent_losses)
+                                   if recent_losses else None),
+                       validation=last_metrics.get('validation', {}), log=out / LOG, plot=plot)
+
+
+def planned_iterations(config, iterations_per_epoch):
+    """How many iterations the run makes in all: its epochs, or --max-iterations if fewer."""
+    total = config.epochs * iterations_per_epoch
+    return min(total, config.max_iterations) if config.max_iterations else total
+
+
+def validation_interval(config, iterations_per_epoch):
+    """Epochs between validations: val_every, widened so a run validates MAX_VALIDATIONS times
+    at most (0: only at the end)."""
+    if not config.val_every:
+        return 0
+    epochs = math.ceil(planned_iterations(config, iterations_per_epoch)
+                       / max(1, iterations_per_epoch))
+    return max(config.val_every, math.ceil(epochs / MAX_VALIDATIONS))
+
+
+def _training_objects(config, dataset):
+    """The classes to train: --objects, else the dataset's own (with their names)."""
+    if config.objects:
+        return ObjectSet.load(config.objects)
+    if dataset.object_set is None:
+        raise Pose6dError(f'{config.data} has no models/models_info.json; pass --objects')
+    return dataset.object_set
+
+
+def _diverged(value, iteration, epoch, checkpoint_path):
+    """The message of a loss that became NaN or infinite."""
+    kept = ''
+    if checkpoint_path.is_file():
+        kept = (f'; {checkpoint_path} holds the last epoch before it (--resume continues '
+                'from there)')
+    return (f'the loss became {value} at iteration {iteration + 1} (epoch {epoch + 1}): '
+            'training diverged; start over with a lower --lr (add --force to reuse the run '
+            f'directory){kept}')
 
 
 def _load_initial_weights(network, path):
@@ -513,58 +624,20 @@ def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iterati
     os.replace(temporary, path)
 
 
-def _training_summary(config, images, iterations, started, device, pretrained):
+def _training_summary(config, images, iterations, epochs, seconds, device, pretrained):
     return {
         'command': ' '.join(['pose6d'] + sys.argv[1:]) if sys.argv else '',
         'method': config.method, 'data': str(config.data), 'images': images,
-        'iterations': iterations, 'epochs': config.epochs, 'batch_size': config.batch_size,
+        'iterations': iterations, 'epochs': epochs, 'planned_epochs': config.epochs,
+        'max_iterations': config.max_iterations, 'batch_size': config.batch_size,
         'input_size': list(config.input_size), 'seed': config.seed,
-        'seconds': round(time.time() - started, 1), 'device': device,
+        'seconds': round(seconds, 1), 'device': device,
         'hardware': (torch.cuda.get_device_name(device) if device.startswith('cuda')
                      else f'{platform.processor() or platform.machine()}, '
                           f'{os.cpu_count()} CPU cores'),
         'teacher': config.teacher,
         'pretrained': pretrained,
     }
-
-
-class _Log:
-    """CSV of losses (one row per log step; columns grow as new keys appear)."""
-
-    def __init__(self, path, enabled=True):
-        self.path, self.enabled, self.rows = path, enabled, []
-        if enabled and path.is_file():  # a resumed run keeps its earlier rows
-            with open(path, newline='') as handle:
-                self.rows = list(csv.DictReader(handle))
-        self._tensorboard = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tensorboard = SummaryWriter(str(path.parent / 'tensorboard'))
-            except Exception:  # tensorboard is optional
-                self._tensorboard = None
-
-    def write(self, **row):
-        if not self.enabled:
-            return
-        self.rows.append(row)
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        temporary = self.path.with_suffix('.tmp')
-        with open(temporary, 'w', newline='') as handle:
-            writer = csv.DictWriter(handle, keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(temporary, self.path)
-        if self._tensorboard is not None:
-            for key, value in row.items():
-                if key not in ('epoch', 'iteration') and isinstance(value, (int, float)) \
-                        and math.isfinite(value):
-                    self._tensorboard.add_scalar(key, value, row.get('iteration', 0))
-
-    def close(self):
-        if self._tensorboard is not None:
-            self._tensorboard.close()
 
 
 def _progress(total, initial, enabled):

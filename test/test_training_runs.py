@@ -1,0 +1,182 @@
+"""`pose6d train` as a user runs it: failed runs, reruns, progress, validation, the summary."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+import yaml
+
+from pose6d_ros.core.data.bop import BopDataset
+from pose6d_ros.core.geometry.mesh_copy import copy_mesh
+from pose6d_ros.core.geometry.objects import ObjectModel
+from pose6d_ros.core.inference.bundle import load_bundle
+from pose6d_ros.core.training import train as train_module
+from pose6d_ros.core.training.train import MAX_VALIDATIONS, TrainConfig, validation_interval
+from pose6d_ros.tools import cli
+
+
+def _train(data, out, *flags, quiet=True):
+    argv = ['train', '--method', 'keypoints', '--data', str(data), '--out', str(out),
+            '--input-size', '96x72', '--backbone', 'hrnet_tiny', '--batch-size', '4',
+            '--workers', '0', '--device', 'cpu', *flags]
+    return cli.main(argv + (['--quiet'] if quiet else []))
+
+
+def _nan_from(monkeypatch, first_bad_call):
+    """Make the training loss NaN from its `first_bad_call`-th computation on (1-based)."""
+    real, calls = train_module._loss, []
+
+    def loss(*args, **kwargs):
+        value, parts = real(*args, **kwargs)
+        calls.append(1)
+        return (value * float('nan') if len(calls) >= first_bad_call else value), parts
+
+    monkeypatch.setattr(train_module, '_loss', loss)
+
+
+def _rows(path):
+    with open(path, newline='') as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(
+        tiny_dataset, tmp_path, monkeypatch, capsys):
+    run = tmp_path / 'runs' / 'first'
+    _nan_from(monkeypatch, 3)
+    assert _train(tiny_dataset, run, '--epochs', '2', quiet=False) == 1
+    err = capsys.readouterr().err
+    # the error is a line of its own, not glued to the progress bar's last line
+    line = next(li for li in err.splitlines() if 'pose6d: error:' in li)
+    assert line.startswith('pose6d: error: the loss became nan at iteration 3 (epoch 1)')
+    assert '--lr' in line and 'weights_only' not in err and 'Traceback' not in err
+    assert not run.exists()  # nothing that blocks the same command again
+    monkeypatch.undo()
+    assert _train(tiny_dataset, run, '--epochs', '1', '--max-iterations', '2') == 0
+    assert (run / 'bundle' / 'card.yaml').is_file()
+
+
+def test_a_run_that_diverges_later_keeps_its_checkpoint_and_force_starts_over(
+        tiny_dataset, tmp_path, monkeypatch, capsys):
+    run = tmp_path / 'run'
+    _nan_from(monkeypatch, 8)  # epochs are 5 iterations (22 images, batch 4, last dropped)
+    assert _train(tiny_dataset, run, '--epochs', '3') == 1
+    err = capsys.readouterr().err
+    assert 'checkpoint.pt holds the last epoch before it (--resume continues' in err
+    assert torch.load(run / 'checkpoint.pt', weights_only=True)['epoch'] == 1
+    monkeypatch.undo()
+    assert _train(tiny_dataset, run, '--epochs', '1') == 1
+    err = capsys.readouterr().err
+    assert 'is not empty; pass --resume to continue that run, --force to start it over' in err
+    (run / 'notes.txt').write_text('mine')
+    assert _train(tiny_dataset, run, '--epochs', '1', '--max-iterations', '3', '--force') == 0
+    rows = [r for r in _rows(run / 'log.csv') if r.get('loss')]
+    assert [int(r['iteration']) for r in rows] == [1]  # a fresh log, not the failed run's
+    assert (run / 'notes.txt').read_text() == 'mine'  # --force deletes only what runs write
+
+
+def test_resume_and_force_together_are_refused(tiny_dataset, tmp_path, capsys):
+    assert _train(tiny_dataset, tmp_path / 'run', '--resume', '--force') == 1
+    assert 'not both' in capsys.readouterr().err
+
+
+def test_progress_validation_card_and_summary_say_what_really_ran(tiny_dataset, tmp_path,
+                                                                  capsys):
+    run = tmp_path / 'run'
+    # 12 epochs of 5 iterations, validation asked every epoch: widened to every 2nd epoch
+    assert _train(tiny_dataset, run, '--epochs', '12', quiet=False) == 0
+    captured = capsys.readouterr()
+    assert '/60 ' in captured.err or '/60[' in captured.err  # the bar's total: 12 x 5
+    validations = [r for r in _rows(run / 'log.csv') if r.get('val_recall')]
+    assert [int(r['epoch']) + 1 for r in validations] == [2, 4, 6, 8, 10, 12]
+    card = load_bundle(run / 'bundle').card
+    assert card['training']['epochs'] == 12 and card['training']['iterations'] == 60
+    assert card['metrics']['epoch'] == 12
+    out = captured.out
+    assert 'trained 60 iterations (12 epochs) in ' in out and 'final loss ' in out
+    assert 'last validation: ADD(-S) ' in out and '2D projection ' in out and 'recall ' in out
+    assert f'log: {run / "log.csv"}' in out and f'model bundle: {run / "bundle"}' in out
+    plot = run / 'training.png'
+    assert f'plot: {plot}' in out
+    assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and plot.stat().st_size > 5000
+
+
+def test_max_iterations_sets_the_bar_and_the_card(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / 'run'
+    assert _train(tiny_dataset, run, '--epochs', '120', '--max-iterations', '7',
+                  quiet=False) == 0
+    err = capsys.readouterr().err
+    assert '/7 ' in err or '/7[' in err
+    assert '/600' not in err  # not the 120 epochs the run never makes
+    training = load_bundle(run / 'bundle').card['training']
+    assert (training['iterations'], training['epochs'], training['planned_epochs'],
+            training['max_iterations']) == (7, 2, 120, 7)
+
+
+@pytest.mark.parametrize('epochs, max_iterations, val_every, expected', [
+    (12, None, 1, 2),     # 12 epochs: every 2nd, 6 validations
+    (120, 150, 1, 3),     # 150 iterations of 5 per epoch = 30 epochs: every 3rd
+    (120, None, 5, 12),   # the asked interval is kept when it gives few enough
+    (4, None, 1, 1),
+    (50, None, 0, 0),     # 0: only at the end
+])
+def test_validations_are_spaced_to_at_most_ten_a_run(epochs, max_iterations, val_every,
+                                                     expected):
+    config = TrainConfig(method='keypoints', epochs=epochs, max_iterations=max_iterations,
+                         val_every=val_every).resolved()
+    interval = validation_interval(config, iterations_per_epoch=5)
+    assert interval == expected
+    if interval:
+        planned = -(-(max_iterations or epochs * 5) // 5)
+        assert planned // interval <= MAX_VALIDATIONS
+
+
+def test_object_names_come_from_the_dataset(tiny_dataset, tiny_bundle):
+    # pose6d synth writes models/objects.yaml beside models_info.json: names survive
+    assert BopDataset(tiny_dataset).object_set.names == ['box']
+    bundle = load_bundle(tiny_bundle)  # trained without --objects
+    assert bundle.card['classes'] == ['box'] and bundle.objects.names == ['box']
+
+
+def test_a_bundle_carries_its_meshes_and_loads_after_a_move(tiny_bundle, tmp_path):
+    moved = tmp_path / 'robot' / 'box_model'
+    shutil.copytree(tiny_bundle, moved)
+    bundle = load_bundle(moved)
+    mesh_path = bundle.objects[0].mesh_path
+    assert mesh_path.parent == moved / 'meshes' and mesh_path.is_file()
+    assert len(bundle.objects[0].load_mesh().faces) > 0
+
+
+def test_a_large_mesh_is_copied_smaller_and_keeps_its_shape(tmp_path):
+    sphere = trimesh.creation.icosphere(subdivisions=6, radius=50.0)  # millimetres
+    sphere.visual.vertex_colors = np.tile([200, 30, 30, 255], (len(sphere.vertices), 1))
+    source = tmp_path / 'ball.ply'
+    source.write_bytes(sphere.export(file_type='ply', encoding='ascii'))
+    obj = ObjectModel.from_mesh('ball', 1, source, scale=0.001)
+    (tmp_path / 'as_is').mkdir()
+    copied, scale, simplified = copy_mesh(obj, tmp_path / 'as_is', max_bytes=10**9)
+    assert (copied.name, scale, simplified) == ('ball.ply', 0.001, False)  # small enough
+    (tmp_path / 'out').mkdir()
+    limit = 60_000
+    assert source.stat().st_size > 10 * limit
+    copied, scale, simplified = copy_mesh(obj, tmp_path / 'out', max_bytes=limit)
+    assert simplified and scale == 1.0 and copied.stat().st_size <= limit
+    small = ObjectModel.from_mesh('ball', 1, copied, scale=scale)
+    assert small.diameter == pytest.approx(0.1, rel=0.05)  # metres, same size
+    radii = np.linalg.norm(small.load_mesh().vertices, axis=1)
+    assert np.abs(radii - 0.05).max() < 0.005
+    colours = small.load_mesh().visual.vertex_colors
+    assert np.abs(colours[:, :3].astype(int) - [200, 30, 30]).max() <= 1
+
+
+def test_val_fraction_is_a_flag(tmp_path, capsys):
+    args = cli.build_parser().parse_args(['train', '--val-fraction', '0.2'])
+    assert args.val_fraction == 0.2
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(['train', '--val-fraction', '1.5'])
+    assert "expected a number between 0 and 1; got '1.5'" in capsys.readouterr().err
+    config = yaml.safe_dump({'val_fraction': 0.25})
+    (tmp_path / 'c.yaml').write_text(config)
+    assert train_module.load_config(tmp_path / 'c.yaml').val_fraction == 0.25
