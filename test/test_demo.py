@@ -3,9 +3,16 @@
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
+from scipy.spatial.transform import Rotation
 
 from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.geometry import draw
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.geometry.objects import ObjectModel
+from pose6d_ros.core.geometry.poses import BOX_EDGES, box_keypoints, Pose
+from pose6d_ros.core.geometry.results import ObjectPose
 from pose6d_ros.core.inference import bundle
 from pose6d_ros.tools import cli, demo
 
@@ -31,24 +38,102 @@ def test_demo_writes_frames_gif_poses_and_metrics(tiny_bundle, tmp_path, capsys)
     assert 'unoccluded views' in printed and str(out) in printed
 
 
-def test_the_output_folder_is_replaced_only_when_it_holds_demo_outputs(tmp_path, capsys):
+def test_an_existing_output_folder_is_replaced_only_with_force(tmp_path, capsys):
     earlier = tmp_path / 'earlier'
     (earlier / 'frames').mkdir(parents=True)
     for name in ('demo.gif', 'poses.json', 'metrics.json'):
         (earlier / name).write_text('{}')
-    demo.check_output_folder(earlier)  # an earlier demo run: replaced without asking
+    status = cli.main(['demo', '--out', str(earlier), '--frames', '2', '--device', 'cpu'])
+    assert status != 0
+    err = capsys.readouterr().err
+    assert err.startswith('pose6d: error: ') and err.count('\n') == 1
+    assert 'earlier demo run' in err and '--force' in err
+    assert (earlier / 'metrics.json').read_text() == '{}'
+    demo.check_output_folder(earlier, force=True)
     demo.check_output_folder(tmp_path / 'new' / 'nested')
+    (tmp_path / 'empty').mkdir()
+    demo.check_output_folder(tmp_path / 'empty')
 
     precious = tmp_path / 'home'
     precious.mkdir()
     (precious / 'thesis.tex').write_text('years of work')
     status = cli.main(['demo', '--out', str(precious), '--frames', '2', '--device', 'cpu'])
     assert status != 0
-    assert 'thesis.tex' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'thesis.tex' in err and '--force' in err
     assert (precious / 'thesis.tex').read_text() == 'years of work'
     demo.check_output_folder(precious, force=True)
     with pytest.raises(Pose6dError, match='is a file'):
         demo.check_output_folder(precious / 'thesis.tex', force=True)
+
+
+def box_and_camera():
+    """A 6 x 5 x 4 cm box object (no mesh: its corners are its points) and a 160x120 camera."""
+    keypoints = box_keypoints([-0.03, -0.025, -0.02], [0.03, 0.025, 0.02])
+    obj = ObjectModel('box', 1, keypoints, float(np.linalg.norm([0.06, 0.05, 0.04])))
+    return obj, CameraModel.from_intrinsics(200.0, 200.0, 79.5, 59.5, 160, 120)
+
+
+def estimate_at(obj, pose):
+    return ObjectPose('box', 0, 1, 0.9, np.full((9, 2), np.nan), np.full(4, np.nan), pose.R,
+                      pose.t, 0.5, 9, obj.box_size, obj.keypoints[8])
+
+
+def badge_pixels(frame, color):
+    corner = frame[:16, :60].astype(int)  # where the verdicts go
+    return int((np.abs(corner - color).max(axis=2) < 40).sum())
+
+
+def test_a_failed_estimate_is_marked_and_the_true_box_is_drawn_beside_it():
+    obj, camera = box_and_camera()
+    truth = Pose(Rotation.from_euler('xyz', [30, 20, 10], degrees=True).as_matrix(),
+                 [0.0, 0.0, 0.35])
+    wrong = Pose(truth.R, truth.t + [0.03, 0.0, 0.0])  # 3 cm off: fails ADD and 2D
+    points = obj.keypoints
+    image = np.full((120, 160, 3), 90, np.uint8)
+
+    record = demo.score_frame(estimate_at(obj, wrong), truth, obj, points, camera)
+    assert record['add_passed'] is False and record['proj_2d_passed'] is False
+    frame = demo.annotate_frame(image, [estimate_at(obj, wrong)], truth, obj, camera, record)
+    assert badge_pixels(frame, draw.FAIL_RGB) > 30 and badge_pixels(frame, draw.PASS_RGB) == 0
+    # The true box: thin white lines along its projected edges, away from the estimate's.
+    corners = camera.project(truth.transform(obj.keypoints[:8]))
+
+    def white_on_edges(picture):
+        whiteness = picture.min(axis=2)
+        return np.mean([whiteness[int(round(y)) - 1:int(round(y)) + 2,
+                                  int(round(x)) - 1:int(round(x)) + 2].max() > 200
+                        for a, b in BOX_EDGES for x, y in [(corners[a] + corners[b]) / 2]])
+
+    assert white_on_edges(frame) > 0.8
+    assert white_on_edges(draw.draw_poses(image, [estimate_at(obj, wrong)], camera)) < 0.3
+
+    passed = demo.score_frame(estimate_at(obj, truth), truth, obj, points, camera)
+    frame = demo.annotate_frame(image, [estimate_at(obj, truth)], truth, obj, camera, passed)
+    assert badge_pixels(frame, draw.PASS_RGB) > 30 and badge_pixels(frame, draw.FAIL_RGB) == 0
+
+    missed = demo.score_frame(None, truth, obj, points, camera)  # fails both, as metrics.json
+    frame = demo.annotate_frame(image, [], truth, obj, camera, missed)
+    assert badge_pixels(frame, draw.FAIL_RGB) > 30 and badge_pixels(frame, draw.PASS_RGB) == 0
+
+
+def test_the_gif_is_small_enough_for_a_readme_and_keeps_every_frame(tiny_bundle, tmp_path):
+    """A README embed budget of 1 MB for the default 24 frames: 42 kB a frame, at 640x480.
+
+    Before: 137 kB a frame here, 170 kB in the default demo (4.1 MB; a palette per frame at
+    full size); now 25 and 31 kB (0.74 MB).
+    """
+    out = tmp_path / 'demo'
+    assert cli.main(['demo', '--model', str(tiny_bundle), '--frames', '4', '--out', str(out),
+                     '--device', 'cpu']) == 0
+    gif = out / 'demo.gif'
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 4
+        assert animation.size == (demo.GIF_WIDTH, 240)
+    assert gif.stat().st_size < 4 * 1_000_000 / 24
+    assert len(list((out / 'frames').iterdir())) == 4  # the frames keep their full size
+    with Image.open(out / 'frames' / '0000.png') as frame:
+        assert frame.size == (640, 480)
 
 
 def test_the_sequence_is_smooth_and_partly_occluded(tiny_bundle):

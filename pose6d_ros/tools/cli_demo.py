@@ -28,13 +28,14 @@ def register(commands):
         'demo', help='run the bundled model on a held-out rendered sequence of the demo box',
         description='Renders a short sequence of the demo box (new backgrounds, a shape passing '
                     'in front of it), runs the bundled model through the estimator, and writes '
-                    'annotated frames, an animated GIF, the poses and the accuracy against the '
+                    'annotated frames (the estimate, the true box in thin white, ADD and 2D '
+                    'pass/fail badges), an animated GIF, the poses and the accuracy against the '
                     'rendered ground truth.')
     run.add_argument('--out', default='pose6d_demo', metavar='DIR',
-                     help='output folder (default: ./pose6d_demo); the outputs of an earlier '
-                          'demo there are replaced, anything else needs --force')
+                     help='output folder (default: ./pose6d_demo); an existing non-empty one '
+                          'is replaced only with --force')
     run.add_argument('--force', action='store_true',
-                     help='replace DIR even if it holds other files')
+                     help='replace DIR as a whole (an earlier demo run, or anything else)')
     run.add_argument('--model', metavar='BUNDLE', help='model bundle (default: the bundled one)')
     run.add_argument('--frames', type=positive_int, default=24, help='frames (default: 24)')
     run.add_argument('--size', type=size, default=(640, 480), metavar='WxH',

@@ -3,8 +3,9 @@
 The camera circles the demo box (a smooth trajectory, like a hand-held video) over procedural
 backgrounds that training never saw, with a shape passing in front of it for part of the
 sequence. Every frame goes through the bundled model and the estimator; the command writes
-annotated frames, an animated GIF, the poses and a metrics summary computed against the
-rendered ground truth, and prints where they are.
+annotated frames (the estimate, the true box in thin white, and the frame's ADD(-S) and 2D
+projection verdicts as badges), an animated GIF small enough for a README, the poses and a
+metrics summary computed against the rendered ground truth, and prints where they are.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.files import make_temp_dir, move_into_place
 from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.camera import CameraModel
-from pose6d_ros.core.geometry.draw import draw_poses
+from pose6d_ros.core.geometry.draw import draw_box, draw_poses, draw_verdicts, TRUTH_RGB
 from pose6d_ros.core.geometry.poses import Pose
 from pose6d_ros.core.inference.bundle import default_model
 from pose6d_ros.core.inference.estimator import Estimator
 
 UNOCCLUDED = 0.95  # visible fraction above which a view counts as unoccluded
 OUTPUTS = ('frames', 'demo.gif', 'poses.json', 'metrics.json')  # all that a demo run writes
+GIF_WIDTH = 320          # pixels at most: the default 24 frames make a 0.75 MB GIF, not 4 MB
+GIF_PALETTE_FRAMES = 16  # frames, at most, that the GIF's one palette is made from
 
 
 def trajectory(frames, seed=0):
@@ -97,28 +100,33 @@ def render_sequence(objects, camera, frames, seed=0, occluded_share=0.3):
 
 
 def check_output_folder(out, force=False):
-    """Refuse an output folder whose contents a demo run would destroy.
+    """Refuse an output folder that a demo run would replace, unless `force`.
 
-    The outputs of an earlier demo run are replaced without asking (the README's first
-    command can be run again); any other existing file or non-empty folder needs `force`.
+    A run replaces `out` as a whole, so a non-empty folder (an earlier demo run's included)
+    is replaced only with `force`; a file is never replaced.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise Pose6dError(f'--out {out} is a file; expected a folder for the demo outputs')
     if force or not out.exists():
         return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+    names = sorted(p.name for p in out.iterdir())
+    foreign = [name for name in names if name not in OUTPUTS]
     if foreign:
         raise Pose6dError(f'--out {out} holds files that are not demo outputs ('
                           f'{", ".join(foreign[:3])}{", ..." if len(foreign) > 3 else ""}); '
                           'choose another folder or pass --force to replace it')
+    if names:
+        raise Pose6dError(f'--out {out} holds an earlier demo run; pass --force to replace it, '
+                          'or choose another folder')
 
 
 def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device='auto',
              log=print, force=False):
     """Run the demo; returns the metrics summary (also written to out/metrics.json).
 
-    `out` is replaced as a whole once every output is written (see `check_output_folder`).
+    `out` is replaced as a whole once every output is written; an existing non-empty one
+    only with `force` (see `check_output_folder`).
     """
     started = time.perf_counter()
     model = Path(model) if model else default_model()
@@ -134,12 +142,14 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
         f'on {estimator.device}')
     sequence = render_sequence(estimator.objects, camera, frames, seed)
     points = obj.model_points(2000)
+    gif_size = (min(width, GIF_WIDTH), max(1, round(height * min(width, GIF_WIDTH) / width)))
+    gif_camera = camera.resized(*gif_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(out.parent, '.pose6d_demo.')
     try:
         (staging / 'frames').mkdir()
-        records, annotated, seconds = [], [], []
+        records, gif_frames, seconds = [], [], []
         for i, (image, truth, visible) in enumerate(sequence):
             if i == 0:
                 estimator(image, camera)  # warm-up, not timed
@@ -147,21 +157,17 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
             found = estimator(image, camera)
             seconds.append(time.perf_counter() - start)
             best = next((p for p in found if p.object_id == obj.object_id), None)
-            record = {'frame': i, 'visib_fract': round(float(visible), 4), 'detected': bool(best),
-                      'truth': {'t': truth.t.tolist(), 'quat_xyzw': truth.quat_xyzw.tolist()}}
-            if best is not None:
-                add = metrics.add_auto(best.pose, truth, obj, points)
-                proj = metrics.projection_2d(best.pose, truth, points, camera)
-                record.update(estimate=best.to_dict(), add=add, proj_2d=proj,
-                              add_passed=add < metrics.ADD_THRESHOLD * obj.diameter,
-                              proj_2d_passed=proj < metrics.PROJ_2D_THRESHOLD)
+            record = {'frame': i, 'visib_fract': round(float(visible), 4),
+                      **score_frame(best, truth, obj, points, camera)}
             records.append(record)
-            overlay = draw_poses(image, found, camera)
-            annotated.append(overlay)
-            _write_png(staging / 'frames' / f'{i:04d}.png', overlay)
+            _write_png(staging / 'frames' / f'{i:04d}.png',
+                       annotate_frame(image, found, truth, obj, camera, record))
+            # Drawn again at the GIF's size: lines and badges stay sharp, not scaled down.
+            small = cv2.resize(image, gif_size, interpolation=cv2.INTER_AREA)
+            gif_frames.append(annotate_frame(small, found, truth, obj, gif_camera, record))
         summary = _summary(records, seconds, obj, model, estimator.device, frames, size,
                            time.perf_counter() - started)
-        _write_gif(staging / 'demo.gif', annotated)
+        write_gif(staging / 'demo.gif', gif_frames)
         (staging / 'poses.json').write_text(json.dumps(records, indent=1))
         (staging / 'metrics.json').write_text(json.dumps(summary, indent=2))
         move_into_place(staging, out)
@@ -171,6 +177,39 @@ def run_demo(out=None, model=None, frames=24, size=(640, 480), seed=2026, device
     summary['elapsed_s'] = round(time.perf_counter() - started, 1)
     log(format_summary(summary, out))
     return summary
+
+
+def score_frame(best, truth, obj, points, camera):
+    """The verdicts of one frame's estimate `best` (ObjectPose or None) against `truth` (Pose).
+
+    Returns the poses.json fields: detected, truth and, with an estimate, estimate, add (m),
+    proj_2d (px), add_passed (ADD(-S) < 0.1 diameter) and proj_2d_passed (< 5 px).
+    """
+    record = {'detected': best is not None,
+              'truth': {'t': truth.t.tolist(), 'quat_xyzw': truth.quat_xyzw.tolist()}}
+    if best is not None:
+        add = metrics.add_auto(best.pose, truth, obj, points)
+        proj = metrics.projection_2d(best.pose, truth, points, camera)
+        record.update(estimate=best.to_dict(), add=add, proj_2d=proj,
+                      add_passed=add < metrics.ADD_THRESHOLD * obj.diameter,
+                      proj_2d_passed=proj < metrics.PROJ_2D_THRESHOLD)
+    return record
+
+
+def annotate_frame(image_rgb, found, truth, obj, camera, record):
+    """A copy of the frame with the estimates, the true box and the frame's verdicts.
+
+    found: the estimator's ObjectPoses (drawn as `pose6d predict` draws them); truth: the
+    Pose T_cam_obj of `obj`, its box drawn in thin white lines over the estimate; record:
+    `score_frame`'s verdicts, drawn as badges in the top-left corner (a missed object fails
+    both, as in metrics.json).
+    """
+    overlay = draw_poses(image_rgb, found, camera)
+    draw_box(overlay, camera.project(truth.transform(obj.keypoints[:8])), TRUTH_RGB, 1)
+    add_name = 'ADD-S' if obj.uses_add_s else 'ADD'
+    draw_verdicts(overlay, [(add_name, record.get('add_passed', False)),
+                            ('2D', record.get('proj_2d_passed', False))])
+    return overlay
 
 
 def _summary(records, seconds, obj, model, device, frames, size, elapsed):
@@ -221,7 +260,22 @@ def _write_png(path, image_rgb):
     cv2.imwrite(str(path), np.ascontiguousarray(image_rgb[:, :, ::-1]))
 
 
-def _write_gif(path, images, fps=8):
-    frames = [Image.fromarray(image).convert('P', palette=Image.ADAPTIVE) for image in images]
+def write_gif(path, images, fps=8):
+    """An animated GIF of RGB frames (all the same size), small enough to embed in a README.
+
+    The caller keeps the frames small (GIF_WIDTH, most of the saving). One 256-colour palette
+    made from up to GIF_PALETTE_FRAMES of the frames serves them all, with error diffusion
+    against banding (without it the file is half as big but the backgrounds posterise).
+    Storing only what changed saves little here: the rendered noise changes every pixel.
+    """
+    frames = [Image.fromarray(image) for image in images]
+    width, height = frames[0].size
+    sample = frames[::-(-len(frames) // GIF_PALETTE_FRAMES)]
+    strip = Image.new('RGB', (width, height * len(sample)))
+    for i, frame in enumerate(sample):
+        strip.paste(frame, (0, i * height))
+    palette = strip.quantize(256, method=Image.Quantize.FASTOCTREE)
+    frames = [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+              for frame in frames]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps),
-                   loop=0, optimize=False)
+                   loop=0, optimize=True)
