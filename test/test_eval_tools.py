@@ -180,12 +180,12 @@ def test_eval_command_writes_every_output_and_refuses_to_overwrite(
     assert document['bundle']['method'] == 'keypoints'
     assert document['dataset']['images'] == 6 and document['dataset']['split'] == 'train'
     assert document['date'] and document['fps'] > 0
-    entry = document['objects']['obj_000001']
+    entry = document['objects']['box']
     for key in ('add_0.1d', '5cm5deg', 'proj_2d_5px', 'iou_2d_0.5', 'recall',
                 'mean_rotation_deg', 'mean_translation', 'auc_add', 'auc_proj_2d'):
         assert key in entry and key in document['mean']
     table = (out / 'metrics.md').read_text()
-    assert '| **Mean** |' in table and '| obj_000001 |' in table
+    assert '| **Mean** |' in table and '| box |' in table
     for curve in CURVES:
         data = (out / f'{curve.key}_curve.png').read_bytes()
         assert data.startswith(PNG_SIGNATURE)
@@ -195,9 +195,9 @@ def test_eval_command_writes_every_output_and_refuses_to_overwrite(
     rows = read_csv(out / 'predictions.csv')
     errors = recompute_add(rows, dataset, dataset.object_set, 6)
     diameter = dataset.object_set[0].diameter
-    assert entry['recall'] > 0 and np.isfinite(errors['obj_000001']).any()
-    assert entry['recall'] == pytest.approx(np.mean(np.isfinite(errors['obj_000001'])))
-    assert entry['add_0.1d'] == pytest.approx(np.mean(errors['obj_000001'] < 0.1 * diameter))
+    assert entry['recall'] > 0 and np.isfinite(errors['box']).any()
+    assert entry['recall'] == pytest.approx(np.mean(np.isfinite(errors['box'])))
+    assert entry['add_0.1d'] == pytest.approx(np.mean(errors['box'] < 0.1 * diameter))
 
     # Nothing is overwritten without --force; with it the folder is replaced whole.
     (out / 'stale.txt').write_text('old run')
@@ -425,7 +425,7 @@ def _other_network_weights(path):
     (lambda p: _edit_card(p, format='pose6d-bundle/0'), "unsupported format 'pose6d-bundle/0'"),
     (lambda p: _edit_card(p, method='segmentation'), "unknown method 'segmentation'"),
     (lambda p: _edit_card(p, classes=['mug']), r'classes in card.yaml \(mug\) do not match '
-                                               r'objects.yaml \(obj_000001\)'),
+                                               r'objects.yaml \(box\)'),
     (_truncate_weights, 'cannot read weights.pt'),
     (_other_network_weights, 'weights do not match the network described in card.yaml'),
 ], ids=['no-card', 'format', 'method', 'classes', 'truncated', 'other-network'])

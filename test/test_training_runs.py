@@ -96,7 +96,9 @@ def test_progress_validation_card_and_summary_say_what_really_ran(tiny_dataset, 
     assert card['metrics']['epoch'] == 12
     out = captured.out
     assert 'trained 60 iterations (12 epochs) in ' in out and 'final loss ' in out
-    assert 'last validation: ADD(-S) ' in out and '2D projection ' in out and 'recall ' in out
+    validation = {k: 100 * v for k, v in card['metrics']['validation'].items()}  # in %
+    assert (f'last validation: ADD(-S) {validation["add_0.1d"]:.1f}%, 2D projection '
+            f'{validation["proj_2d_5px"]:.1f}%') in out and 'recall ' in out
     assert f'log: {run / "log.csv"}' in out and f'model bundle: {run / "bundle"}' in out
     plot = run / 'training.png'
     assert f'plot: {plot}' in out

@@ -5,7 +5,7 @@ with the camera_info whose stamp is closest to the image's, runs the `FramePipel
 writes a new bag holding every input topic plus `<ns>/poses`, `<ns>/detections`,
 `<ns>/markers`, `/tf` and `<ns>/debug_image`, each output at the receive time of its image.
 The bag is written under a temporary name beside the output and moved into place at the end;
-an existing output is replaced only with `force`. `pose6d bag` (core/cli.py) is the command.
+an existing output is replaced only with `force`. `pose6d bag` (tools/cli.py) is the command.
 
 This module never imports rclpy.
 """
@@ -82,7 +82,7 @@ def run_bag(estimator, in_bag, out_bag, image_topic='/camera/image_raw',
     message definitions written for the outputs (None: the input's, else jazzy). Bad frames
     are counted and skipped; a bag whose every frame is bad is an error and writes nothing.
     """
-    from rosbags.rosbag2 import Writer
+    from rosbags.rosbag2 import Writer  # deferred: rosbags loads only for the bag tool
 
     in_bag, out_bag = Path(in_bag), Path(out_bag)
     _check_paths(in_bag, out_bag, force)
@@ -135,7 +135,7 @@ def _check_paths(in_bag, out_bag, force):
 
 
 def _open_reader(path):
-    from rosbags.rosbag2 import Reader, ReaderError
+    from rosbags.rosbag2 import Reader, ReaderError  # deferred: as Writer above
 
     try:
         reader = Reader(path)
@@ -198,7 +198,7 @@ def _closest_info(infos, stamp_ns):
 
 
 def _storage_plugin(storage):
-    from rosbags.rosbag2 import StoragePlugin
+    from rosbags.rosbag2 import StoragePlugin  # deferred: as Writer above
 
     return StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
 

@@ -84,7 +84,7 @@ class RosbagsTypes(MessageTypes):
     @classmethod
     def for_distro(cls, distro='jazzy'):
         """A fresh typestore with the message definitions of ROS 2 `distro` (humble, jazzy)."""
-        from rosbags.typesys import get_typestore, Stores
+        from rosbags.typesys import get_typestore, Stores  # deferred: the node never needs it
 
         if distro not in DISTROS:
             raise ValueError(f'unknown ROS 2 distribution {distro!r}; expected one of '
@@ -172,7 +172,7 @@ class RclpyTypes(MessageTypes):
 
 def register_vision_msgs(typestore):
     """Register the vision_msgs definitions shipped in pose6d_ros/ros/msg with a typestore."""
-    from rosbags.typesys import get_types_from_msg
+    from rosbags.typesys import get_types_from_msg  # deferred: the node never needs it
 
     types = {}
     for type_name in VISION_MSGS:

@@ -87,6 +87,7 @@ def bundled_model():
     """
     looked = []
     try:
+        # deferred: only a ROS install has it; outside one the package's own folder serves
         from ament_index_python.packages import get_package_share_directory
 
         share = Path(get_package_share_directory('pose6d_ros')) / 'models' / DEFAULT_MODEL

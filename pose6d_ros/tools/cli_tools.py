@@ -131,7 +131,7 @@ def _run_eval(args):
 def _run_predict(args):
     # deferred: torch (fast --help)
     from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
-    from pose6d_ros.tools.report import bundle_info, predict_image
+    from pose6d_ros.tools.report import bundle_info, predict_image  # deferred: as above
 
     estimator = Estimator.from_bundle(args.model, device=args.device,
                                       config=EstimatorConfig(onnx=args.onnx))

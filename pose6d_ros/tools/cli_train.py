@@ -73,7 +73,7 @@ def _run_train(args):
     from pose6d_ros.core.nets.methods import (
         backbone_network_config,  # deferred: torch (fast --help)
     )
-    from pose6d_ros.core.training.train import load_config, train
+    from pose6d_ros.core.training.train import load_config, train  # deferred: as above
 
     overrides = {
         'method': args.method, 'data': args.data, 'val_data': args.val_data,

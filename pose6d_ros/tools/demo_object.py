@@ -482,6 +482,7 @@ def net_figure(net_rgb, interpolation='none'):
     interpolation 'none' embeds the image unresampled in a PDF (exact extent in mm);
     'nearest' is the fast choice for a raster page at the image's own resolution.
     """
+    # deferred: matplotlib is heavy to import and only the printable net needs it
     from matplotlib.figure import Figure
     from matplotlib.patches import Polygon, Rectangle
 
@@ -572,7 +573,7 @@ def net_page_files(dpi=NET_DPI):
     # No creation date: the same call gives the same PDF.
     net_figure(rgb, 'none').savefig(pdf, format='pdf', dpi=dpi,
                                     metadata={'CreationDate': None})
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: as net_figure's
 
     fig = net_figure(rgb, 'nearest')  # the image is already at the page's resolution
     fig.set_dpi(dpi)

@@ -521,6 +521,7 @@ def plot_curves(records, objects, folder):
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
     """
+    # deferred: matplotlib is heavy to import and only the curves need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

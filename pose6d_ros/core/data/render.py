@@ -545,7 +545,7 @@ def vertex_normals(vertices, faces):
 def _create_context(backends):
     """A standalone OpenGL >= 3.3 context from the first backend that works."""
     errors = []
-    try:
+    try:  # deferred: OpenGL loads only when something renders
         import moderngl
     except ImportError as exc:
         raise RuntimeError(f'no OpenGL context: moderngl is not installed ({exc}); '

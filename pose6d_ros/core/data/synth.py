@@ -118,7 +118,7 @@ class SynthConfig:
                 'backgrounds': {'procedural_probability': self.procedural_probability}}
 
 
-def default_camera(width=640, height=480):
+def synth_camera(width=640, height=480):
     """A LINEMOD-like pinhole camera (fx = fy = 572 at 640 wide), principal point centred."""
     focal = DEFAULT_FOCAL_640 * width / 640.0
     return CameraModel.from_intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0,
@@ -155,7 +155,7 @@ def synthesize(objects, out, images, backgrounds=None, camera=None, seed=0, work
 
     objects: objects YAML or BOP models_info.json (or its folder). backgrounds: a folder of
     photographs, or None for procedural backgrounds. camera: CameraModel (default
-    `default_camera()`); images are rendered undistorted with its K. config: SynthConfig.
+    `synth_camera()`); images are rendered undistorted with its K. config: SynthConfig.
     object_ids: synthesise only these objects (default: config.scene.object_ids, else all).
     A rerun with the same settings continues an interrupted run (or adds images up to a
     larger `images`; a run already holding more than `images` is refused, one holding as
@@ -171,7 +171,7 @@ def synthesize(objects, out, images, backgrounds=None, camera=None, seed=0, work
         raise Pose6dError(f'image format must be one of {", ".join(IMAGE_FORMATS)}; '
                           f'got {image_format!r}')
     config = SynthConfig() if config is None else config
-    camera = default_camera() if camera is None else camera
+    camera = synth_camera() if camera is None else camera
     if camera.has_distortion:
         # The renderer makes ideal pinhole images: label them with the same K and no D.
         log(f'note: the camera has lens distortion {camera.D.tolist()}; synthetic images are '
@@ -549,7 +549,7 @@ def bench_synth(images=200, workers=None, width=640, height=480, seed=0, image_f
         objects_file, faces = _bench_objects(tmp)
         backgrounds = _bench_backgrounds(tmp / 'backgrounds', seed)
         summary = synthesize(objects_file, tmp / 'out', images, backgrounds=backgrounds,
-                             camera=default_camera(width, height), seed=seed, workers=workers,
+                             camera=synth_camera(width, height), seed=seed, workers=workers,
                              image_format=image_format, progress=False, log=lambda *_: None)
     return {
         'benchmark': 'synth',

@@ -40,7 +40,7 @@ CHECKED_KEYS = ('method', 'classes', 'input_size', 'normalisation', 'network')
 
 def require_onnx():
     """(onnx, onnxruntime), or a Pose6dError saying how to install them."""
-    try:
+    try:  # deferred: the optional `export` extra, needed only for ONNX files
         import onnx
         import onnxruntime
     except ImportError as exc:

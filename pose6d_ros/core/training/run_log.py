@@ -60,9 +60,10 @@ class TrainingLog:
 
 
 def curves(rows):
-    """(loss points, {validation label: points}) of log rows; points are (iteration, value)."""
+    """(loss points, {validation label: points in %}) of log rows; points: (iteration, value)."""
     loss = _points(rows, 'loss')
-    validation = {label: _points(rows, key) for key, label in VALIDATION_CURVES.items()}
+    validation = {label: [(i, 100.0 * v) for i, v in _points(rows, key)]  # fractions -> %
+                  for key, label in VALIDATION_CURVES.items()}
     return loss, {label: points for label, points in validation.items() if points}
 
 

@@ -230,7 +230,7 @@ class TrainingRun:
                  f'{minutes:.1f} min; final loss {loss} (mean of the last '
                  f'{FINAL_LOSS_ITERATIONS} iterations)']
         if self.validation:
-            v = self.validation
+            v = {k: 100.0 * value for k, value in self.validation.items()}  # fractions -> %
             lines.append(f'last validation: ADD(-S) {v.get("add_0.1d", 0):.1f}%, 2D projection '
                          f'{v.get("proj_2d_5px", 0):.1f}%, 5cm5deg {v.get("5cm5deg", 0):.1f}%, '
                          f'recall {v.get("recall", 0):.1f}%')
