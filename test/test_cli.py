@@ -130,3 +130,22 @@ def test_bench_params_reports_counts_near_the_paper(capsys):
     teacher = report['keypoints']['teacher']['1']['params']
     assert 3.5e6 < student < 4.6e6 and 9.0e6 < teacher < 10.5e6
     assert report['corners']['resnet18_h']['1'] > report['keypoints']['student']['1']['params']
+
+
+def test_network_fps_times_each_network_on_the_cpu():
+    from torch import nn
+
+    from pose6d_ros.tools.bench import network_fps, papers_networks
+
+    lines = []
+    small = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU())
+    report = network_fps(1, seconds=1e-9, log=lines.append,
+                         networks=[('small', small, (160, 120))])
+    entry = report['small']
+    assert entry['input'] == [160, 120] and entry['passes'] == 3 and entry['ms'] > 0
+    assert entry['fps'] == pytest.approx(1000.0 / entry['ms'], rel=0.05)
+    assert len(lines) == 1 and lines[0].startswith('bench: small at 160x120: ')
+    names = [name for name, _, _ in papers_networks(2)]
+    assert names == ['keypoints_teacher', 'keypoints_student', 'keypoints_lite0',
+                     'corners_resnet18_h', 'corners_resnet50_h', 'corners_efficientnet_lite0_h']
+    assert cli.build_parser().parse_args(['bench', 'params', '--fps']).fps is True

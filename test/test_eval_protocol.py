@@ -132,3 +132,27 @@ def test_eval_negatives_command_on_a_tiny_model(tiny_bundle, tmp_path, capsys):
     assert cli.main(['eval', '--model', str(tiny_bundle), '--negatives',
                      str(tmp_path / 'nowhere')]) == 1
     assert 'negatives folder not found' in capsys.readouterr().err
+
+
+def test_the_eval_command_runs_the_bundle_under_the_papers_protocol(tiny_bundle, tiny_dataset,
+                                                                    tmp_path, monkeypatch):
+    """`pose6d eval` builds its estimator with no score or reprojection filter, and reports
+    the filtered figure beside."""
+    from pose6d_ros.core.inference.estimator import Estimator
+    from pose6d_ros.tools import report
+
+    configs, real = [], Estimator.from_bundle
+
+    def spy(path, *args, config=None, **kwargs):
+        configs.append(config)
+        return real(path, *args, config=config, **kwargs)
+
+    monkeypatch.setattr(report.Estimator, 'from_bundle', staticmethod(spy))
+    out = tmp_path / 'eval'
+    assert cli.main(['eval', '--model', str(tiny_bundle), '--data', str(tiny_dataset),
+                     '--out', str(out), '--device', 'cpu']) == 0
+    assert len(configs) == 1
+    assert configs[0].score_threshold == 0.0 and configs[0].max_reprojection_error == np.inf
+    saved = json.loads((out / 'metrics.json').read_text())
+    assert saved['filtered']['min_score'] == OPERATING_FILTERS['min_score']
+    assert saved['filtered']['mean']['recall'] <= saved['mean']['recall']

@@ -285,3 +285,57 @@ def test_a_safetensors_file_from_a_model_hub_loads_too(tmp_path):
     (tmp_path / 'broken.safetensors').write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": ')
     with pytest.raises(Pose6dError, match='not a valid safetensors file'):
         model.load_pretrained(tmp_path / 'broken.safetensors')
+
+
+# --- in the training loop ------------------------------------------------------------------
+
+def test_training_from_a_pretrained_file_freezes_the_corners_stem_and_first_stage(
+        tiny_dataset, tmp_path, capsys):
+    """`pose6d train --backbone resnet18 --pretrained FILE`: a torchvision file fills the
+    ResNet-18-h, the stem and layer1 keep its values (Zhang et al. freeze them), the rest
+    trains."""
+    import yaml
+
+    from pose6d_ros.core.inference.bundle import load_bundle
+    from pose6d_ros.tools import cli
+
+    state = _random_like(ResNet(18, max_pool=True))
+    for key, value in state.items():  # values an ImageNet file could hold: a finite network
+        if key.endswith('running_var'):
+            state[key] = value.abs() + 0.5
+        elif key.endswith('weight') and value.dim() == 4:
+            state[key] = value * (2.0 / value[0].numel()) ** 0.5
+    state['fc.weight'], state['fc.bias'] = torch.randn(1000, 512), torch.randn(1000)
+    pretrained = _save(state, tmp_path / 'resnet18-f37072fd.pth')
+    run = tmp_path / 'run'
+    assert cli.main(['train', '--method', 'corners', '--backbone', 'resnet18', '--data',
+                     str(tiny_dataset), '--out', str(run), '--input-size', '96x72',
+                     '--batch-size', '4', '--max-iterations', '3', '--workers', '0',
+                     '--device', 'cpu', '--quiet', '--pretrained', str(pretrained),
+                     '--lr', '0.01']) == 0
+    assert 'loaded all' in capsys.readouterr().err
+    network = yaml.safe_load((run / 'config.yaml').read_text())['network']
+    assert network['depth'] == 18 and network['resnet_h'] is True
+    bundle = load_bundle(run / 'bundle')
+    assert bundle.card['network']['frozen_stages'] == 2
+    weights = {k[len('backbone.'):]: v for k, v in bundle.state_dict.items()
+               if k.startswith('backbone.')}
+    frozen = [k for k in weights if k.startswith(('conv1.', 'bn1.', 'layer1.'))]
+    trained = [k for k in weights if k.startswith('layer4.') and k.endswith('conv1.weight')]
+    assert frozen and trained
+    for key in frozen:  # weights and BatchNorm statistics: exactly the file's
+        assert torch.equal(weights[key].float(), state[key].float()), key
+    assert not any(torch.equal(weights[k], state[k]) for k in trained)
+
+
+def test_the_corners_backbone_defaults_to_the_papers_resnet50_h():
+    from pose6d_ros.core.nets.methods import backbone_network_config
+    from pose6d_ros.core.training.train import TrainConfig
+
+    network = TrainConfig(method='corners').resolved().network
+    assert (network['backbone'], network['depth'], network['resnet_h']) == ('resnet', 50, True)
+    assert backbone_network_config('corners', 'resnet18')['depth'] == 18
+    assert backbone_network_config('corners', 'efficientnet_lite0')['backbone'] == \
+        'efficientnet_lite0'
+    with pytest.raises(Pose6dError, match='resnet50'):
+        backbone_network_config('corners', 'hrnet_w18')

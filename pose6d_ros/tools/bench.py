@@ -19,7 +19,16 @@ from pose6d_ros.core.inference.bundle import load_bundle
 from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig, select_device
 from pose6d_ros.core.nets.corners import CornersConfig, CornersNet
 from pose6d_ros.core.nets.dope import DopeNet
-from pose6d_ros.core.nets.hrpose import count_flops, count_parameters, parameter_report
+from pose6d_ros.core.nets.fuse import fuse_conv_bn
+from pose6d_ros.core.nets.hrpose import (
+    count_flops,
+    count_parameters,
+    HRPose,
+    HRPoseConfig,
+    parameter_report,
+    STUDENT_BACKBONE,
+    TEACHER_BACKBONE,
+)
 from pose6d_ros.core.nets.keypoint_codec import CodecConfig
 from pose6d_ros.core.nets.methods import get_method
 from pose6d_ros.tools.reference_decode import PythonDecoding
@@ -271,10 +280,13 @@ def format_bench(report):
     return '\n'.join(lines) + '\n' + json.dumps(report, indent=2)
 
 
-def parameter_counts(classes=(1, 8), flops=False):
-    """Parameters (and GFLOPs) of both networks on each backbone, beside the papers' figures.
+def parameter_counts(classes=(1, 8), flops=False, fps=False, seconds=3.0, log=None):
+    """Parameters (and GFLOPs, and CPU fps) of both networks on each backbone, beside the
+    papers' figures.
 
-    HRPose at its 640x480 input, the corners network at Zhang et al.'s 448x448.
+    HRPose at its 640x480 input, the corners network at Zhang et al.'s 448x448. fps: time
+    each network's forward pass (BatchNorm folded, as the estimator runs it) for the largest
+    class count, on this machine's CPU, `seconds` each (at least 3 passes after one warm-up).
     """
     report = {'keypoints': parameter_report(tuple(classes), (640, 480), flops=flops),
               'paper_hrpose_table_3': {
@@ -284,11 +296,54 @@ def parameter_counts(classes=(1, 8), flops=False):
               'corners': {}}
     if flops:
         report['corners_gflops_448'] = {}
-    for name, network in (('resnet18_h', {'depth': 18}), ('resnet50_h', {'depth': 50}),
-                          ('efficientnet_lite0_h', {'backbone': 'efficientnet_lite0'})):
+    for name, network in CORNERS_BACKBONES:
         models = {n: CornersNet(CornersConfig(num_classes=n, **network)) for n in classes}
         report['corners'][name] = {n: count_parameters(m) for n, m in models.items()}
         if flops:
             report['corners_gflops_448'][name] = {
                 n: count_flops(m.to('meta'), 448, 448) / 1e9 for n, m in models.items()}
+    if fps:
+        report['cpu_network_fps'] = network_fps(max(classes), seconds, log or (lambda _: None))
+    return report
+
+
+# The corners network's backbones as `bench params` names them, with their network configs.
+CORNERS_BACKBONES = (('resnet18_h', {'depth': 18}), ('resnet50_h', {'depth': 50}),
+                     ('efficientnet_lite0_h', {'backbone': 'efficientnet_lite0'}))
+
+
+def papers_networks(classes):
+    """(name, network, (width, height)) of each network and backbone at its paper's input."""
+    networks = [(f'keypoints_{role}', HRPose(HRPoseConfig(backbone=name, num_classes=classes)),
+                 (640, 480)) for role, name in (('teacher', TEACHER_BACKBONE),
+                                                 ('student', STUDENT_BACKBONE),
+                                                 ('lite0', 'efficientnet_lite0'))]
+    return networks + [(f'corners_{name}',
+                        CornersNet(CornersConfig(num_classes=classes, **network)), (448, 448))
+                       for name, network in CORNERS_BACKBONES]
+
+
+def network_fps(classes, seconds=3.0, log=print, networks=None):
+    """{network: {input, ms, fps, passes}}: each network's forward pass on the CPU (untrained
+    weights: the time does not depend on them), BatchNorm folded, one image.
+
+    networks: (name, module, (width, height)) triples; default `papers_networks(classes)`.
+    """
+    networks = papers_networks(classes) if networks is None else networks
+    report = {}
+    for name, model, (width, height) in networks:
+        image = torch.rand(1, 3, height, width)
+        model = fuse_conv_bn(model.eval(), image)
+        times = []
+        with torch.inference_mode():
+            model(image)  # warm-up
+            started = time.perf_counter()
+            while len(times) < 3 or time.perf_counter() - started < seconds:
+                start = time.perf_counter()
+                model(image)
+                times.append(time.perf_counter() - start)
+        ms = 1000.0 * float(np.median(times))
+        report[name] = {'input': [width, height], 'ms': round(ms, 2),
+                        'fps': round(1000.0 / ms, 2), 'passes': len(times)}
+        log(f'bench: {name} at {width}x{height}: {ms:.1f} ms ({1000.0 / ms:.2f} fps)')
     return report

@@ -14,13 +14,17 @@ import os
 import sys
 
 from pose6d_ros import __version__
+from pose6d_ros.core.data import synth
+from pose6d_ros.core.data.synth import bench_synth
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.tools import cli_demo, cli_tools, cli_train
+from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.tools import cli_demo, cli_tools, cli_train, selfcheck
 from pose6d_ros.tools.cli_args import id_list as _id_list
 from pose6d_ros.tools.cli_args import non_negative_int as _non_negative_int
 from pose6d_ros.tools.cli_args import positive_float as _positive_float
 from pose6d_ros.tools.cli_args import positive_int as _positive_int
 from pose6d_ros.tools.cli_args import size as _size
+from pose6d_ros.tools.show import format_summary, show_dataset
 
 
 def build_parser():
@@ -78,6 +82,10 @@ def build_parser():
     params.add_argument('--classes', type=_positive_int, nargs='+', default=[1, 8])
     params.add_argument('--flops', action='store_true',
                         help='also count GFLOPs (HRPose at 640x480, corners at 448x448)')
+    params.add_argument('--fps', action='store_true',
+                        help='also time each network\'s forward pass on this CPU')
+    params.add_argument('--seconds', type=_positive_float, default=3.0,
+                        help='with --fps: time budget per network (default: 3)')
     params.set_defaults(run=_run_bench_params)
     bench_synth = benches.add_parser(
         'synth', help='synthetic images per second (two objects, backgrounds, all workers)')
@@ -125,6 +133,26 @@ def build_parser():
                        help='rgb image files: jpg (quality 95, fast, as BOP PBR) or png '
                             '(lossless, slower) (default: jpg)')
     synth.set_defaults(run=_run_synth)
+
+    show = commands.add_parser(
+        'show', help="draw a BOP-format dataset's ground truth on a few images (PNG)",
+        description='Draws each instance\'s 3D box, axes, 9 keypoints (numbered), visible-mask '
+                    'outline and name with its image\'s camera on a few images of a BOP-format '
+                    'dataset (as pose6d synth writes, or any BOP split), and writes them as one '
+                    'contact sheet.')
+    show.add_argument('--data', required=True, metavar='DIR',
+                      help='BOP-format dataset folder (or one of its split or scene folders)')
+    show.add_argument('--out', metavar='PNG',
+                      help='contact sheet to write (default: ./<dataset folder name>_gt.png)')
+    show.add_argument('--images', type=int, default=12, metavar='N',
+                      help='images to draw (default: 12, spread evenly over the split)')
+    show.add_argument('--seed', type=_non_negative_int,
+                      help='draw the images at random with this seed instead')
+    show.add_argument('--split', help='split folder (default: the only one there)')
+    show.add_argument('--scene', type=_non_negative_int, metavar='ID',
+                      help='only this scene of the split')
+    show.add_argument('--force', action='store_true', help='overwrite an existing PNG')
+    show.set_defaults(run=_run_show)
 
     for module in (cli_train, cli_demo, cli_tools):
         module.register(commands)
@@ -182,7 +210,6 @@ def main(argv=None):
 
 
 def _run_selfcheck(args):
-    from pose6d_ros.tools import selfcheck
 
     report = selfcheck.run(trials=args.trials, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else selfcheck.format_report(report))
@@ -192,7 +219,7 @@ def _run_selfcheck(args):
 def _run_bench_model(args):
     if not args.model:
         raise Pose6dError('pose6d bench needs --model BUNDLE (or a sub-command: pnp, synth)')
-    from pose6d_ros.tools.bench import bench_model, format_bench
+    from pose6d_ros.tools.bench import bench_model, format_bench  # deferred: torch
 
     report = bench_model(args.model, device=args.device, size=args.size, frames=args.frames,
                          warmup=args.warmup, compile_network=args.compile,
@@ -204,14 +231,16 @@ def _run_bench_model(args):
 
 
 def _run_bench_params(args):
-    from pose6d_ros.tools.bench import parameter_counts
+    from pose6d_ros.tools.bench import parameter_counts  # deferred: torch
 
-    print(json.dumps(parameter_counts(args.classes, args.flops), indent=2))
+    report = parameter_counts(args.classes, args.flops, fps=args.fps, seconds=args.seconds,
+                              log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(report, indent=2))
     return 0
 
 
 def _run_bench_pnp(args):
-    from pose6d_ros.tools.bench import bench_pnp
+    from pose6d_ros.tools.bench import bench_pnp  # deferred: torch
 
     print(json.dumps(bench_pnp(trials=args.trials, seed=args.seed, threads=args.threads),
                      indent=2))
@@ -219,7 +248,6 @@ def _run_bench_pnp(args):
 
 
 def _run_bench_synth(args):
-    from pose6d_ros.core.data.synth import bench_synth
 
     width, height = args.size
     print(json.dumps(bench_synth(images=args.images, workers=args.workers, width=width,
@@ -229,8 +257,6 @@ def _run_bench_synth(args):
 
 
 def _run_synth(args):
-    from pose6d_ros.core.data import synth
-    from pose6d_ros.core.geometry.camera import CameraModel
 
     camera = CameraModel.load(args.camera) if args.camera else None
     config = synth.SynthConfig.load(args.config) if args.config else None
@@ -243,8 +269,15 @@ def _run_synth(args):
     return 0
 
 
+def _run_show(args):
+
+    print(format_summary(show_dataset(args.data, args.out, images=args.images, seed=args.seed,
+                                      split=args.split, scene=args.scene, force=args.force)))
+    return 0
+
+
 def _run_bag(args):
-    # Lazy: rosbags only (never rclpy), and only when this sub-command runs.
+    # deferred: rosbags and torch (never rclpy), only when this sub-command runs
     from pose6d_ros.ros.bag import run_bag
     from pose6d_ros.ros.pipeline import load_estimator, PipelineConfig
 
