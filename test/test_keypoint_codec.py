@@ -106,3 +106,19 @@ def test_decoding_on_the_gpu_matches_the_cpu():
     on_cpu = decode(belief, vectors, 1, config)[0][0]
     on_gpu = decode(belief.cuda(), vectors.cuda(), 1, config)[0][0]
     assert np.allclose(on_cpu.keypoints, on_gpu.keypoints, atol=1e-4)
+
+
+def test_noise_maps_decode_to_a_bounded_number_of_the_strongest_instances():
+    """An untrained network's maps hold thousands of peaks: decoding keeps the strongest."""
+    config = CodecConfig(max_instances=3, min_keypoints=1)
+    truth = [(0, project(MUG, [0.3, 0.2, 0.1], [-0.05, -0.02, 0.6]))]
+    belief, vectors = encode(truth, 1, 48, 64, config)
+    generator = np.random.default_rng(0)
+    noise = generator.uniform(0.0, 0.5, belief.shape).astype(np.float32)
+    belief = np.maximum(belief, noise)          # the true instance peaks at 1.0 above it
+    found = decode(torch.from_numpy(belief)[None], torch.from_numpy(vectors)[None], 1, config)[0]
+    peaks = find_peaks(torch.from_numpy(belief)[None], config.peak_threshold)[0]
+    assert len(peaks) > 1000                    # what an unbounded decoder would group
+    assert 1 <= len(found) <= 3
+    best = max(found, key=lambda f: f.confidence[8])
+    assert np.abs(best.keypoints[8] - truth[0][1][8]).max() < config.stride
