@@ -53,7 +53,11 @@ class CameraModel:
                               f'got {k_values.size}')
         p_values = None
         if p is not None and np.any(np.asarray(p, dtype=np.float64)):
-            p_values = np.asarray(p, dtype=np.float64).reshape(3, 4)
+            p_values = np.asarray(p, dtype=np.float64).ravel()
+            if p_values.size != 12:
+                raise CameraError('camera_info P must have 12 values (row-major 3x4); '
+                                  f'got {p_values.size}')
+            p_values = p_values.reshape(3, 4)
         return cls(k_values.reshape(3, 3), d, width, height, distortion_model or None, p_values)
 
     @classmethod
