@@ -69,6 +69,8 @@ setup(
             'pose6d = pose6d_ros.tools.cli:main',
             'pose6d_node = pose6d_ros.ros.node:main',
             'pose6d_lifecycle_node = pose6d_ros.ros.node:lifecycle_main',
+            'pose6d_camera_node = pose6d_ros.ros.camera_node:main',
+            'pose6d_static_transform_node = pose6d_ros.ros.static_transform_node:main',
         ],
     },
 )

@@ -80,6 +80,11 @@ def test_from_camera_info_rational_polynomial_and_empty_fields():
     assert plain.D.size == 0 and plain.distortion_model == 'none'
 
 
+def test_a_projection_matrix_of_the_wrong_length_is_a_camera_error():
+    with pytest.raises(CameraError, match='P must have 12 values'):   # found by fuzzing
+        CameraModel.from_camera_info(K_VALUES, D_PLUMB_BOB, 640, 480, 'plumb_bob', [1.0] * 14)
+
+
 def test_camera_arrays_are_read_only():
     camera = make_camera(D_PLUMB_BOB)
     with pytest.raises(ValueError):

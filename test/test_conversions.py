@@ -142,6 +142,7 @@ def test_marker_array_boxes_labels_and_delete_all(types):
                                                      ns='pose6d'))
     markers = msg.markers
     assert markers[0].action == Marker.DELETEALL  # stale boxes vanish
+    assert markers[0].type == Marker.LINE_LIST    # what it clears, not ARROW (the default)
     assert [m.type for m in markers[1:]] == [Marker.LINE_LIST, Marker.TEXT_VIEW_FACING] * 2
     assert [m.id for m in markers[1:]] == [0, 1, 3, 4]
     box, label = markers[1], markers[2]

@@ -21,7 +21,13 @@ import pytest
 import yaml
 
 from pose6d_ros.ros import parameters
-from pose6d_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
+from pose6d_ros.ros.parameters import (
+    CAMERA_PARAMETERS,
+    PARAMETERS,
+    RUNTIME_PARAMETERS,
+    STATIC_TRANSFORM_PARAMETERS,
+    validate,
+)
 from pose6d_ros.ros.pipeline import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +166,26 @@ def test_docs_table_is_the_generated_one():
         'docs/ros.md is out of date: paste the output of python -m pose6d_ros.ros.parameters')
 
 
+@pytest.mark.parametrize('name', ['camera', 'static_transform'])
+def test_docs_tables_of_the_webcam_nodes_are_the_generated_ones(name):
+    text = (ROOT / 'docs' / 'ros.md').read_text()
+    match = re.search(rf'<!-- {name} parameters:[^\n]*-->\n(.*?)\n<!-- end of {name} '
+                      r'parameters -->', text, re.S)
+    assert match, f'docs/ros.md has no generated {name} parameter table'
+    assert match[1] == parameters.markdown_table(parameters.TABLES[name]), (
+        f'docs/ros.md is out of date: paste python -m pose6d_ros.ros.parameters {name}')
+
+
+@pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
+def test_docs_list_every_launch_argument(name):
+    """The argument table under the launch file's heading names exactly its arguments."""
+    text = (ROOT / 'docs' / 'ros.md').read_text()
+    section = re.split(r'\n#{2,3} ', text.split(f'### `{name}`', 1)[1], maxsplit=1)[0]
+    rows = [line for line in section.splitlines() if line.startswith('| `')]
+    documented = {arg for row in rows for arg in re.findall(r'`(\w+)`', row.split(' | ')[0])}
+    assert documented == set(_launch_arguments(name)), documented ^ set(_launch_arguments(name))
+
+
 # --- launch files ---------------------------------------------------------------------------
 
 def _launch_tree(name):
@@ -185,13 +211,26 @@ def _launch_arguments(name):
     raise AssertionError(f'{name} has no ARGUMENTS table')
 
 
-def _launched_packages(name):
-    """{package: executable} of every launch_ros Node in a launch file."""
-    out = {}
+def _launched_nodes(name):
+    """(package, executable, {parameter: ast value}) of every launch_ros Node in a file."""
+    out = []
     for node in ast.walk(_launch_tree(name)):
         if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'Node':
             keywords = {k.arg: k.value for k in node.keywords}
-            out[keywords['package'].value] = keywords['executable'].value
+            params = {}
+            for item in getattr(keywords.get('parameters'), 'elts', []):
+                if isinstance(item, ast.Dict):
+                    params.update({k.value: v for k, v in zip(item.keys, item.values)
+                                   if isinstance(k, ast.Constant)})
+            out.append((keywords['package'].value, keywords['executable'].value, params))
+    return out
+
+
+def _launched_packages(name):
+    """{package: {executables}} of every launch_ros Node in a launch file."""
+    out = {}
+    for package, executable, _ in _launched_nodes(name):
+        out.setdefault(package, set()).add(executable)
     return out
 
 
@@ -211,10 +250,14 @@ def test_launch_arguments():
     assert node_args['image_topic'] == '/camera/image_raw'
     assert node_args['camera_info_topic'] == '/camera/camera_info'
     webcam_args = _launch_arguments('webcam.launch.py')
-    assert {'video_device', 'image_size', 'camera_info_url', 'camera_frame', 'base_frame', 'x',
-            'y', 'z', 'roll', 'pitch', 'yaw', 'model', 'device', 'onnx_model', 'namespace',
-            'params_file', 'rviz'} <= set(webcam_args)
+    assert {'driver', 'video_device', 'image_size', 'fps', 'loop', 'camera_info_url',
+            'field_of_view', 'camera_frame', 'base_frame', 'x', 'y', 'z', 'roll', 'pitch',
+            'yaw', 'model', 'device', 'onnx_model', 'namespace', 'params_file',
+            'rviz'} == set(webcam_args)
     assert webcam_args['video_device'] == '/dev/video0'
+    assert webcam_args['driver'] == 'python'     # needs no C++ camera driver
+    assert float(webcam_args['field_of_view']) == CAMERA_PARAMETERS['field_of_view'].default
+    assert webcam_args['camera_frame'] == CAMERA_PARAMETERS['frame_id'].default
     assert webcam_args['base_frame'] == 'base_link'
     for args in (node_args, webcam_args):
         assert args['model'] == '' and args['namespace'] == 'pose6d'
@@ -304,13 +347,35 @@ def test_package_xml_lists_the_packages_the_launch_files_run():
     depends = {e.text for tag in ('exec_depend', 'depend') for e in root.findall(tag)}
     launched = {}
     for name in LAUNCH_FILES:
-        launched.update(_launched_packages(name))
-    assert launched == {'pose6d_ros': 'pose6d_node', 'v4l2_camera': 'v4l2_camera_node',
-                        'tf2_ros': 'static_transform_publisher',
-                        'rviz2': 'rviz2'}
-    missing = set(launched) - {'pose6d_ros'} - depends
+        for package, executables in _launched_packages(name).items():
+            launched.setdefault(package, set()).update(executables)
+    assert launched == {'pose6d_ros': {'pose6d_node', 'pose6d_camera_node',
+                                       'pose6d_static_transform_node'},
+                        'v4l2_camera': {'v4l2_camera_node'}, 'rviz2': {'rviz2'}}
+    # v4l2_camera runs only with driver:=v4l2: optional, so the launch needs no C++ driver
+    missing = set(launched) - {'pose6d_ros', 'v4l2_camera'} - depends
     assert not missing, missing
-    assert {'launch', 'launch_ros', 'ament_index_python'} <= depends
+    assert {'launch', 'launch_ros', 'ament_index_python', 'rclpy', 'tf2_ros_py',
+            'sensor_msgs'} <= depends
+    assert 'v4l2_camera' not in depends and 'tf2_ros' not in depends
+
+
+def test_setup_installs_every_executable_the_launch_files_run():
+    setup = (ROOT / 'setup.py').read_text()
+    scripts = dict(re.findall(r"'(\w+) = (pose6d_ros[\w.]+:\w+)'", setup))
+    for name in LAUNCH_FILES:
+        for executable in _launched_packages(name).get('pose6d_ros', ()):
+            module, function = scripts[executable].split(':')   # the module needs rclpy
+            path = ROOT / (module.replace('.', '/') + '.py')
+            assert f'def {function}(' in path.read_text(), scripts[executable]
+
+
+def test_webcam_launch_passes_only_the_parameters_its_nodes_declare():
+    nodes = {executable: params for package, executable, params
+             in _launched_nodes('webcam.launch.py') if package == 'pose6d_ros'}
+    assert set(nodes['pose6d_camera_node']) == set(CAMERA_PARAMETERS)
+    assert set(nodes['pose6d_static_transform_node']) == set(STATIC_TRANSFORM_PARAMETERS)
+    assert set(nodes['pose6d_node']) <= set(PARAMETERS)
 
 
 def test_setup_installs_the_launch_and_config_files():

@@ -1,6 +1,8 @@
-"""The rclpy node where ROS 2 is installed (skipped, with the reason, where it is not).
+"""The rclpy nodes where ROS 2 is installed (skipped, with the reason, where it is not).
 
-Also the guarantee that the bag tool, the pipeline and the conversions never import rclpy.
+The pose6d node (plain and lifecycle), the camera node and the static transform node, in
+process. Also the guarantee that the bag tool, the pipeline, the conversions and the camera
+node's work (camera.py, health.py) never import rclpy.
 """
 
 import importlib.util
@@ -48,7 +50,7 @@ sys.meta_path.insert(0, Blocker())
 import numpy as np
 import pose6d_ros.ros
 from pose6d_ros.tools import cli
-from pose6d_ros.ros import bag, conversions, errors, pipeline
+from pose6d_ros.ros import bag, camera, conversions, errors, health, parameters, pipeline
 
 types = conversions.RosbagsTypes.for_distro('jazzy')
 header = conversions.make_header(types, 10**9, 'cam')
@@ -56,12 +58,13 @@ image = conversions.rgb_to_image(types, np.zeros((4, 6, 3), np.uint8), header, '
 assert conversions.image_to_rgb(image).shape == (4, 6, 3)
 types.serialize(conversions.marker_array(types, [], header))
 cli.build_parser().parse_args(['bag', '--model', 'm', '--in', 'a', '--out', 'b'])
-try:
-    import pose6d_ros.ros.node
-except ImportError as exc:
-    assert 'blocked' in str(exc), exc
-else:
-    raise AssertionError('pose6d_ros.ros.node imported without rclpy')
+for name in ('node', 'camera_node', 'static_transform_node', 'descriptors', 'spinning'):
+    try:
+        __import__(f'pose6d_ros.ros.{name}')
+    except ImportError as exc:
+        assert 'blocked' in str(exc), exc
+    else:
+        raise AssertionError(f'pose6d_ros.ros.{name} imported without rclpy')
 leaked = sorted(m for m in sys.modules if blocked(m))
 assert not leaked, leaked
 print('ok')
@@ -83,14 +86,19 @@ K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
 
 
 class FakeEstimator:
-    """One mug, 90 degrees about z, 0.5 m in front of the camera, in every frame."""
+    """One mug, 90 degrees about z, 0.5 m in front of the camera, in every frame.
 
-    def __init__(self):
+    delay: seconds each frame takes (a slow network).
+    """
+
+    def __init__(self, delay=0.0):
         half = np.array([0.04, 0.04, 0.05])
         self.objects = ObjectSet([ObjectModel('mug', 1, box_keypoints(-half, half), 0.12)])
         self.device = 'cpu'
+        self.delay = delay
 
     def __call__(self, image_rgb, camera):
+        time.sleep(self.delay)
         R = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
         return [ObjectPose('mug', 0, 1, 0.9, np.zeros((9, 2)), np.array([0, 0, 10, 10.0]), R,
                            np.array([0.0, 0.1, 0.5]), 0.8, 9, np.array([0.08, 0.08, 0.1]),
@@ -123,9 +131,11 @@ def exchange(executor, publish, condition, timeout=15.0, period=0.2):
 class Harness:
     """The node with a fake estimator and a peer node that feeds it and listens."""
 
-    def __init__(self, rclpy, lifecycle=False):
+    def __init__(self, rclpy, lifecycle=False, parameters=None, delay=0.0):
+        from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseArray
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
         from tf2_msgs.msg import TFMessage
@@ -136,13 +146,17 @@ class Harness:
         from pose6d_ros.ros.node import Pose6dLifecycleNode, Pose6dNode
 
         self.types = RclpyTypes()
-        self.node = (Pose6dLifecycleNode if lifecycle else Pose6dNode)(estimator=FakeEstimator())
+        overrides = [Parameter(k, value=v) for k, v in (parameters or {}).items()]
+        self.node = (Pose6dLifecycleNode if lifecycle else Pose6dNode)(
+            estimator=FakeEstimator(delay), parameter_overrides=overrides)
         self.peer = rclpy.create_node('pose6d_test_peer')
-        self.received = {name: [] for name in ('poses', 'detections', 'markers', 'tf')}
+        self.received = {name: [] for name in ('poses', 'detections', 'markers', 'tf',
+                                               'diagnostics')}
         for msg_type, topic, key in ((PoseArray, 'poses', 'poses'),
                                      (Detection3DArray, 'detections', 'detections'),
                                      (MarkerArray, 'markers', 'markers'),
-                                     (TFMessage, '/tf', 'tf')):
+                                     (TFMessage, '/tf', 'tf'),
+                                     (DiagnosticArray, '/diagnostics', 'diagnostics')):
             self.peer.create_subscription(msg_type, topic, self.received[key].append, 10)
         self.image_pub = self.peer.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.info_pub = self.peer.create_publisher(CameraInfo, 'camera_info',
@@ -152,16 +166,30 @@ class Harness:
         self.executor.add_node(self.peer)
         self.stamp_ns = 1_000_000_000
 
-    def publish_frame(self, image_width=WIDTH):
+    def publish_frame(self, image_width=WIDTH, image=True, info=True):
         from pose6d_ros.ros import conversions
 
         self.stamp_ns += 100_000_000
         header = conversions.make_header(self.types, self.stamp_ns, FRAME)
         rgb = np.zeros((HEIGHT, image_width, 3), np.uint8)
-        self.image_pub.publish(conversions.rgb_to_image(self.types, rgb, header, 'bgr8'))
-        self.info_pub.publish(self.types.new(
-            'sensor_msgs/msg/CameraInfo', header=header, width=WIDTH, height=HEIGHT,
-            distortion_model='plumb_bob', d=[0.0] * 5, k=K))
+        if image:
+            self.image_pub.publish(conversions.rgb_to_image(self.types, rgb, header, 'bgr8'))
+        if info:
+            self.info_pub.publish(self.types.new(
+                'sensor_msgs/msg/CameraInfo', header=header, width=WIDTH, height=HEIGHT,
+                distortion_model='plumb_bob', d=[0.0] * 5, k=K))
+
+    def statuses(self):
+        """The pose6d node's diagnostics statuses received so far (level name, message)."""
+        names = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
+        return [(names[int.from_bytes(bytes(s.level), 'little') if isinstance(s.level, bytes)
+                       else int(s.level)], s.message)
+                for msg in self.received['diagnostics'] for s in msg.status
+                if 'pose6d_node' in s.name]
+
+    def tf_publishers(self):
+        """Nodes that advertise /tf, by name."""
+        return [info.node_name for info in self.peer.get_publishers_info_by_topic('/tf')]
 
     def close(self):
         self.executor.shutdown()
@@ -226,7 +254,8 @@ def test_node_parameters_are_validated(ros):
         result = set_one('target_frame', '/base link')
         assert not result.successful and 'target_frame' in result.reason
         assert not set_one('frame_prefix', 'has space/').successful
-        assert not set_one('model', 'elsewhere').successful          # read-only
+        result = set_one('model', 'elsewhere')                         # read-only
+        assert not result.successful and 'model is fixed at start-up' in result.reason
         assert not set_one('onnx_model', 'model_int8.onnx').successful
         assert set_one('min_score', 0.8).successful
         assert node.pipeline.config.min_score == 0.8
@@ -313,3 +342,182 @@ def test_lifecycle_node_works_only_while_active_and_frees_the_model_on_cleanup(r
         assert node.pipeline is None
     finally:
         harness.close()
+
+
+class _Log:
+    """Stands in for a node's logger: keeps what is logged."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda text, **_: self.lines.append((level, text))
+
+
+@needs_ros
+def test_lifecycle_diagnostics_logs_tf_and_the_end_of_the_process(ros):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    SUCCESS = TransitionCallbackReturn.SUCCESS
+    harness = Harness(ros, lifecycle=True, parameters={'diagnostics_period': 0.2})
+    node, log = harness.node, _Log()
+    node.get_logger = lambda: log
+    try:
+        def spin_until(condition, publish=lambda: None, timeout=10.0):
+            return exchange(harness.executor, publish, condition, timeout=timeout)
+
+        assert node.trigger_configure() == SUCCESS
+        assert spin_until(lambda: any(m.startswith('inactive') for _, m in harness.statuses()))
+        assert spin_until(lambda: 'pose6d_node' in harness.tf_publishers())
+        assert node.trigger_activate() == SUCCESS
+        harness.received['diagnostics'].clear()
+        assert spin_until(lambda: any(m.startswith('ok') for _, m in harness.statuses()),
+                          harness.publish_frame)
+        assert node.trigger_deactivate() == SUCCESS
+        assert any('deactivated' in text for _, text in log.lines)
+        harness.received['diagnostics'].clear()
+        assert spin_until(lambda: any(m.startswith('inactive') for _, m in harness.statuses()))
+        assert node.trigger_cleanup() == SUCCESS
+        assert any('cleaned up' in text for _, text in log.lines)
+        assert spin_until(lambda: 'pose6d_node' not in harness.tf_publishers())
+        harness.received['diagnostics'].clear()
+        spin_until(lambda: False, timeout=0.6)
+        assert harness.statuses() == []          # unconfigured: no diagnostics publisher
+        assert not node.finished.done()
+        assert node.trigger_shutdown() == SUCCESS
+        assert node.finished.done()              # main() then returns: the process ends
+    finally:
+        harness.close()
+
+
+@needs_ros
+def test_diagnostics_say_which_input_is_missing_and_when_frames_are_dropped(ros):
+    harness = Harness(ros, parameters={'diagnostics_period': 0.3})
+    log = _Log()
+    harness.node.get_logger = lambda: log
+    try:
+        assert exchange(harness.executor, lambda: harness.publish_frame(info=False),
+                        lambda: any('but no camera_info' in m for _, m in harness.statuses()))
+        assert any('but no camera_info' in text for level, text in log.lines
+                   if level == 'warning')
+        harness.received['diagnostics'].clear()
+        assert exchange(harness.executor, lambda: harness.publish_frame(image=False),
+                        lambda: any('but no images' in m for _, m in harness.statuses()))
+    finally:
+        harness.close()
+
+    slow = Harness(ros, parameters={'diagnostics_period': 0.5}, delay=0.25)
+    try:
+        assert exchange(slow.executor, slow.publish_frame,
+                        lambda: any(level == 'WARN' and 'of the frames dropped' in m
+                                    for level, m in slow.statuses()), period=0.05)
+    finally:
+        slow.close()
+
+
+@needs_ros
+def test_a_bad_start_up_parameter_is_one_clear_line(ros):
+    from rclpy.parameter import Parameter
+
+    from pose6d_ros.core.errors import Pose6dError
+    from pose6d_ros.ros.node import Pose6dNode
+
+    for value, words in ((-1.0, 'min_score must be in [0.0, 1.0]; got -1.0'),
+                         ('high', "min_score must be of type double; got 'high'")):
+        with pytest.raises(Pose6dError) as refused:
+            Pose6dNode(estimator=FakeEstimator(),
+                       parameter_overrides=[Parameter('min_score', value=value)])
+        message = str(refused.value)
+        assert message.startswith(f'parameter {words}') and 'given at start-up' in message
+
+
+def write_video(path, frames=3, fps=20.0):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), fps, (WIDTH, HEIGHT))
+    for k in range(frames):
+        writer.write(np.full((HEIGHT, WIDTH, 3), 40 * k, np.uint8))
+    writer.release()
+    return path
+
+
+@needs_ros
+def test_camera_node_publishes_image_and_camera_info_with_one_header(ros, tmp_path):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from pose6d_ros.core.geometry.calibration import ros_calibration_yaml
+    from pose6d_ros.core.geometry.camera import CameraModel
+    from pose6d_ros.ros import conversions
+    from pose6d_ros.ros.camera_node import CameraNode
+
+    calibration = tmp_path / 'cam.yaml'
+    camera = CameraModel.from_intrinsics(60.0, 60.0, 31.5, 23.5, WIDTH, HEIGHT)
+    calibration.write_text(ros_calibration_yaml(camera, 'test'))
+    video = write_video(tmp_path / 'clip.avi', frames=10)
+    peer = ros.create_node('camera_test_peer')
+    images, infos = [], []
+    peer.create_subscription(Image, 'image_raw', images.append, qos_profile_sensor_data)
+    peer.create_subscription(CameraInfo, 'camera_info', infos.append, qos_profile_sensor_data)
+    executor = SingleThreadedExecutor()
+    executor.add_node(peer)
+    exchange(executor, lambda: None, lambda: False, timeout=0.5)   # let discovery settle
+    node = CameraNode(parameter_overrides=[
+        Parameter('source', value=str(video)), Parameter('frame_id', value='test_optical'),
+        Parameter('camera_info_url', value=f'file://{calibration}'),
+        Parameter('fps', value=10.0), Parameter('loop', value=False)])
+    executor.add_node(node)
+    try:
+        assert exchange(executor, lambda: None, lambda: node.finished.done(), timeout=10)
+        exchange(executor, lambda: None, lambda: False, timeout=0.3)
+        assert node.exit_code == 0 and node.stream.frames == 10   # played once, then done
+        infos_by_stamp = {conversions.stamp_to_ns(i.header.stamp): i for i in infos}
+        pairs = [(image, infos_by_stamp[conversions.stamp_to_ns(image.header.stamp)])
+                 for image in images
+                 if conversions.stamp_to_ns(image.header.stamp) in infos_by_stamp]
+        assert pairs, (len(images), len(infos))   # best effort: the first may be missed
+        for image, info in pairs:
+            assert image.header.frame_id == info.header.frame_id == 'test_optical'
+            assert (image.width, image.height, image.encoding) == (WIDTH, HEIGHT, 'rgb8')
+        stamps = sorted(infos_by_stamp)
+        assert all(b - a > 50_000_000 for a, b in zip(stamps, stamps[1:]))   # 10 fps, paced
+        assert conversions.camera_from_info(infos[-1]) == camera
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+@needs_ros
+def test_static_transform_node_latches_the_camera_pose(ros):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from tf2_msgs.msg import TFMessage
+
+    from pose6d_ros.ros.static_transform_node import StaticTransformNode
+
+    node = StaticTransformNode(parameter_overrides=[
+        Parameter('parent_frame', value='base_link'), Parameter('child_frame', value='cam'),
+        Parameter('z', value=0.45), Parameter('roll', value=-np.pi / 2),
+        Parameter('yaw', value=-np.pi / 2)])
+    peer = ros.create_node('static_test_peer')   # subscribes after the one message was sent
+    received = []
+    peer.create_subscription(TFMessage, '/tf_static', received.append,
+                             QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+    try:
+        assert exchange(executor, lambda: None, lambda: bool(received))
+        transform = received[-1].transforms[0]
+        assert (transform.header.frame_id, transform.child_frame_id) == ('base_link', 'cam')
+        assert transform.transform.translation.z == pytest.approx(0.45)
+        q = transform.transform.rotation
+        np.testing.assert_allclose([q.x, q.y, q.z, q.w], [-0.5, 0.5, -0.5, 0.5], atol=1e-9)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()

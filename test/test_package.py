@@ -4,9 +4,11 @@ from pathlib import Path
 import xml.etree.ElementTree as ET
 
 ROOT = Path(__file__).resolve().parents[1]
+# tf2_ros_py is the package of the Python tf2_ros; the C++ tf2_ros does not bring it.
 NODE_RUNTIME = {'rclpy', 'sensor_msgs', 'geometry_msgs', 'visualization_msgs', 'vision_msgs',
-                'tf2_ros', 'cv_bridge', 'message_filters', 'launch', 'launch_ros',
-                'python3-numpy', 'python3-opencv', 'python3-scipy', 'python3-yaml'}
+                'tf2_ros_py', 'tf2_msgs', 'cv_bridge', 'message_filters', 'launch',
+                'launch_ros', 'python3-numpy', 'python3-opencv', 'python3-scipy',
+                'python3-yaml'}
 
 
 def test_package_xml_is_format_3_ament_python_with_every_runtime_dependency():

@@ -19,3 +19,11 @@ class ObjectModelError(Pose6dError):
 
 class DatasetError(Pose6dError):
     """A dataset folder or file that cannot be used (missing, malformed or inconsistent)."""
+
+
+class CalibrationError(Pose6dError):
+    """Calibration views that cannot give a good calibration, or a target that cannot be made."""
+
+
+class CaptureError(Pose6dError):
+    """A camera, video file or image folder that cannot be opened or read."""

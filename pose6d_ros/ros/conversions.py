@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from pose6d_ros.core.errors import CameraError
 from pose6d_ros.core.geometry.camera import CameraModel
@@ -345,19 +346,24 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
                  line_width=0.005, text_height=0.03, label_up=(0.0, -1.0, 0.0), delete_all=True):
     """visualization_msgs/MarkerArray: per instance a box LINE_LIST, a label, maybe a mesh.
 
-    The array starts with a DELETEALL (when `delete_all`) so boxes of objects no longer seen
-    vanish, and every marker also has `lifetime_s` (0: forever). Marker ids: 3 * i + (0 box,
-    1 label, 2 mesh) for instance i. The box's points are in the object frame and the marker
-    pose is T_cam_obj. The label sits above the box centre along `label_up` (a unit vector
-    in the header's frame; the default is "up" in an optical camera frame, whose y points
-    down). `mesh_resources` maps object names to (uri, scale) for MESH_RESOURCE markers.
+    The array starts with a DELETEALL of the namespace (when `delete_all`; type LINE_LIST)
+    so boxes of objects no longer seen vanish, and every marker also has `lifetime_s` (0:
+    forever). Marker ids: 3 * i + (0 box, 1 label, 2 mesh) for instance i. The box's points
+    are in the object frame and the marker pose is T_cam_obj. The label sits above the box
+    centre along `label_up` (a unit vector in the header's frame; the default is "up" in an
+    optical camera frame, whose y points down). `mesh_resources` maps object names to (uri,
+    scale) for MESH_RESOURCE markers.
     """
     Marker = 'visualization_msgs/msg/Marker'
     constant = types.constant
     lifetime = _duration(types, lifetime_s)
     markers = []
     if delete_all:
+        # RViz ignores a DELETEALL's type (it clears the namespace), but `ros2 topic echo`,
+        # bag viewers and Foxglove show it: the message default, ARROW, reads as an arrow that
+        # is not there. LINE_LIST is the type of the boxes it clears.
         markers.append(types.new(Marker, header=copy_header(types, header), ns=ns, id=0,
+                                 type=constant(Marker, 'LINE_LIST'),
                                  action=constant(Marker, 'DELETEALL')))
     label_up = np.asarray(label_up, dtype=np.float64)
     for i, obj in enumerate(objects):
@@ -443,7 +449,36 @@ def diagnostics(types, header, name, hardware_id, rate_hz, latency_s, level='OK'
                      status=[status])
 
 
+def static_transform(types, header, child_frame, xyz, rpy):
+    """geometry_msgs/TransformStamped of a child frame placed in the header's frame.
+
+    xyz: position (m); rpy: roll about x, then pitch about y, then yaw about z, all fixed axes
+    of the parent (URDF rpy, and static_transform_publisher's --roll --pitch --yaw).
+    """
+    quat_xyzw = Rotation.from_euler('xyz', [float(a) for a in rpy]).as_quat()
+    transform = types.new('geometry_msgs/msg/Transform',
+                          translation=_point(types, xyz, 'geometry_msgs/msg/Vector3'),
+                          rotation=_quaternion(types, quat_xyzw))
+    return types.new('geometry_msgs/msg/TransformStamped', header=copy_header(types, header),
+                     child_frame_id=child_frame, transform=transform)
+
+
 # --- camera_info -----------------------------------------------------------------------------
+
+
+def camera_info(types, camera, header):
+    """sensor_msgs/CameraInfo of a CameraModel: K, D, R = I, P (or [K | 0]), size, model."""
+    D = np.asarray(camera.D, dtype=np.float64)
+    model = camera.distortion_model
+    if not D.size or model == 'none':  # as camera_calibration writes an undistorted camera
+        D, model = np.zeros(5), 'plumb_bob'
+    P = camera.P if camera.P is not None else np.hstack([camera.K, np.zeros((3, 1))])
+    return types.new('sensor_msgs/msg/CameraInfo', header=copy_header(types, header),
+                     height=int(camera.height), width=int(camera.width),
+                     distortion_model=model, d=D.tolist(),
+                     k=np.asarray(camera.K, dtype=np.float64).ravel().tolist(),
+                     r=np.eye(3).ravel().tolist(),
+                     p=np.asarray(P, dtype=np.float64).ravel().tolist())
 
 
 def camera_from_info(msg):

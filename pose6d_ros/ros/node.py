@@ -9,10 +9,11 @@ wires it to rclpy. Topic names are relative, so namespaces and remapping apply:
   publishes   poses (geometry_msgs/PoseArray), detections (vision_msgs/Detection3DArray),
               markers (visualization_msgs/MarkerArray), debug_image (sensor_msgs/Image, only
               built while someone subscribes), /tf (T_cam_obj, child <prefix><object>_<k>),
-              /diagnostics (rate, latency, dropped and bad frames).
+              /diagnostics (rates in and out, latency, dropped and bad frames; health.py).
 
 Frames are handled by one worker thread fed through a depth-1 slot: a frame that arrives while
-another waits replaces it (counted as dropped), so nothing queues without bound.
+another waits replaces it (counted as dropped), so nothing queues without bound. Ctrl-C stops
+the worker before the ROS context goes (spinning.py), so no frame publishes into a dead one.
 """
 
 from __future__ import annotations
@@ -25,21 +26,15 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray
 import message_filters
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    ParameterType,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 import tf2_ros
@@ -49,34 +44,14 @@ from visualization_msgs.msg import MarkerArray
 
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.inference.bundle import DEFAULT_MODEL, default_model
-from pose6d_ros.ros import conversions
+from pose6d_ros.ros import conversions, spinning
+from pose6d_ros.ros.descriptors import declare_parameters, refused_change
 from pose6d_ros.ros.errors import FrameError
-from pose6d_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
+from pose6d_ros.ros.health import assess, FrameCounts
+from pose6d_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS
 from pose6d_ros.ros.pipeline import FramePipeline, load_estimator, PipelineConfig
 
 WARN_PERIOD_S = 5.0
-
-_PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                    float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-
-
-def parameter_descriptor(spec):
-    """The ParameterDescriptor of a ParameterSpec (parameters.py).
-
-    Type, description, range or choices and read-only, so that `ros2 param describe` shows
-    them and ROS itself refuses out-of-range values and changes to read-only parameters.
-    """
-    descriptor = ParameterDescriptor(name=spec.name, type=_PARAMETER_TYPES[spec.type],
-                                     description=spec.description, read_only=spec.read_only)
-    if spec.range is not None and spec.type is float:
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
-    elif spec.range is not None:
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-    elif spec.choices is not None or spec.frame_id:
-        descriptor.additional_constraints = spec.constraints()
-    return descriptor
 
 
 def bundled_model():
@@ -131,10 +106,12 @@ class Pose6dPhases:
         self._stopping = False
         self._worker = None
         self._stats_lock = threading.Lock()
-        self._stats = _Stats()
+        self._stats = FrameCounts()
         self._last_warning = {}
         self._subscriptions_made = ()
         self._diagnostics_timer = None
+        self._active = False
+        self.finished = Future()  # done when a lifecycle node is shut down: the process ends
         self.add_on_set_parameters_callback(self._parameters_callback)
 
     def _configure(self, estimator=None):
@@ -165,27 +142,28 @@ class Pose6dPhases:
         self._tf_broadcaster = tf2_ros.TransformBroadcaster(self)
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
-
-    def _activate(self):
-        """Subscribe to the camera and start the worker and the diagnostics timer."""
-        with self._slot_ready:
-            self._stopping = False
-            self._slot = None
-        self._stats = _Stats()
-        self._worker = threading.Thread(target=self._work, name='pose6d_worker', daemon=True)
-        self._worker.start()
-        self._subscribe()
+        # From configure to cleanup, so that an inactive node says so on /diagnostics.
         self._diagnostics_timer = self.create_timer(self._param('diagnostics_period'),
                                                     self._diagnostics_callback)
 
+    def _activate(self):
+        """Subscribe to the camera and start the worker."""
+        with self._slot_ready:
+            self._stopping = False
+            self._slot = None
+        with self._stats_lock:
+            self._stats = FrameCounts()
+        self._worker = threading.Thread(target=self._work, name='pose6d_worker', daemon=True)
+        self._worker.start()
+        self._subscribe()
+        self._active = True
+
     def _deactivate(self):
         """Unsubscribe and stop the worker (after the frame it is on); publishers stay."""
+        self._active = False
         for subscriber in self._subscriptions_made:
             self.destroy_subscription(subscriber.sub)
         self._subscriptions_made = ()
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
         with self._slot_ready:
             self._stopping = True
             self._slot = None
@@ -196,11 +174,17 @@ class Pose6dPhases:
         self._worker = None
 
     def _cleanup(self):
-        """Destroy the publishers and tf2 objects and drop the estimator (frees the GPU)."""
+        """Destroy the publishers, timer and tf2 objects; drop the estimator (frees the GPU)."""
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
         for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
         self._outputs = {}
         self._tf_listener.unregister()
+        # The broadcaster keeps its /tf publisher until the node goes: destroy it here, or
+        # the node advertises /tf after cleanup (and one more after each configure).
+        self.destroy_publisher(self._tf_broadcaster.pub_tf)
         self._tf_broadcaster = self._tf_buffer = self._tf_listener = None
         device = str(getattr(self.pipeline.estimator, 'device', ''))
         self.pipeline = None
@@ -219,16 +203,7 @@ class Pose6dPhases:
 
     def _declare_parameters(self):
         """Declare every parameter of parameters.py; a bad startup value is a Pose6dError."""
-        for name, spec in PARAMETERS.items():
-            try:
-                self.declare_parameter(name, spec.default, parameter_descriptor(spec))
-            except ParameterException as exc:  # wrong type or out of range in a params file
-                raise Pose6dError(f'parameter {name}: {exc}; expected type {spec.type_name}'
-                                  + (f' ({spec.constraints()})' if spec.constraints() else '')
-                                  ) from None
-            reason = validate(name, self._param(name))
-            if reason:
-                raise Pose6dError(f'parameter {reason}')
+        declare_parameters(self, PARAMETERS)
 
     def _pipeline_config(self, overrides=None):
         values = {field: self._param(name) for name, field in RUNTIME_PARAMETERS.items()
@@ -239,11 +214,10 @@ class Pose6dPhases:
 
     def _parameters_callback(self, parameters):
         """Validate run-time changes; reject a bad value with the reason, apply good ones."""
+        refused = refused_change(parameters, PARAMETERS)  # read-only ones: how to set them
+        if refused is not None:
+            return refused
         changes = {p.name: p.value for p in parameters}
-        for name, value in changes.items():
-            reason = validate(name, value) if name in PARAMETERS else None  # use_sim_time ...
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
         config_changes = {RUNTIME_PARAMETERS[name]: value for name, value in changes.items()
                           if RUNTIME_PARAMETERS.get(name)}
         if config_changes and self.pipeline is not None:
@@ -273,16 +247,24 @@ class Pose6dPhases:
             [self._image_sub, self._info_sub], self._param('sync_queue_size'),
             self._param('sync_slop'))
         self._sync.registerCallback(self._frame_callback)
+        # Counted apart from the pairs, so that diagnostics can tell which of the two is missing.
+        self._image_sub.registerCallback(self._count_callback, 'images')
+        self._info_sub.registerCallback(self._count_callback, 'infos')
         self._subscriptions_made = (self._image_sub, self._info_sub)
         self.get_logger().info(
             f'subscribed to {self._image_sub.sub.topic_name} and '
             f'{self._info_sub.sub.topic_name} ({self._param("qos_reliability")}, depth '
             f'{self._param("qos_depth")})')
 
+    def _count_callback(self, _msg, counter):
+        with self._stats_lock:
+            setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+
     def _frame_callback(self, image_msg, info_msg):
         with self._slot_ready:
-            if self._slot is not None:
-                with self._stats_lock:
+            with self._stats_lock:
+                self._stats.paired += 1
+                if self._slot is not None:
                     self._stats.dropped += 1
             self._slot = (image_msg, info_msg)
             self._slot_ready.notify()
@@ -300,6 +282,8 @@ class Pose6dPhases:
             try:
                 self._handle(*frame)
             except Exception as exc:  # keep the node alive; the message says what failed
+                if not self.context.ok():  # shut down under us: nothing can publish or log
+                    return
                 self._warn('internal', f'frame failed: {type(exc).__name__}: {exc}')
 
     def _handle(self, image_msg, info_msg):
@@ -364,23 +348,17 @@ class Pose6dPhases:
 
     def _diagnostics_callback(self):
         with self._stats_lock:
-            stats, self._stats = self._stats, _Stats()
+            stats, self._stats = self._stats, FrameCounts()
         period = max(time.monotonic() - stats.since, 1e-6)
-        if stats.bad:
-            level, message = 'WARN', f'{stats.bad} bad frame(s): {stats.last_problem}'
-        elif not stats.frames:
-            level, message = 'STALE', 'no frames processed'
-        else:
-            level, message = 'OK', 'ok'
+        status = assess(stats, period, self._active, self._param('dropped_frames_warning'))
+        if status.warning is not None:
+            self._warn(*status.warning)
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, '')
         self._outputs['diagnostics'].publish(conversions.diagnostics(
             self.types, header, name=f'{self.get_name()}: pose estimation',
             hardware_id=str(getattr(self.pipeline.estimator, 'device', '')),
-            rate_hz=stats.frames / period, latency_s=stats.mean('age'), level=level,
-            message=message,
-            values={'processing (ms)': f'{stats.mean("processing") * 1e3:.1f}',
-                    'inference (ms)': f'{stats.mean("inference") * 1e3:.1f}',
-                    'dropped frames': stats.dropped, 'bad frames': stats.bad}))
+            rate_hz=stats.frames / period, latency_s=stats.mean('age'), level=status.level,
+            message=status.message, values=status.values))
 
 
 class Pose6dNode(Pose6dPhases, Node):
@@ -424,45 +402,31 @@ class Pose6dLifecycleNode(Pose6dPhases, LifecycleNode):
 
     def on_deactivate(self, state):
         self._deactivate()
+        self.get_logger().info('deactivated: unsubscribed from the camera, processing stopped '
+                               '(publishers and model kept)')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state):
         self._cleanup()
+        self.get_logger().info('cleaned up: model, publishers and tf2 released')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state):
         self._deactivate()
         if self.pipeline is not None:
             self._cleanup()
+        self.get_logger().info('shut down: the process ends')
+        self.finished.set_result(True)
         return TransitionCallbackReturn.SUCCESS
-
-
-class _Stats:
-    """Counters of one diagnostics period."""
-
-    def __init__(self):
-        self.since = time.monotonic()
-        self.frames = self.dropped = self.bad = 0
-        self.sums = {'processing': 0.0, 'age': 0.0, 'inference': 0.0}
-        self.last_problem = ''
-
-    def add(self, processing_s, age_s, inference_s):
-        self.frames += 1
-        self.sums['processing'] += processing_s
-        self.sums['age'] += age_s
-        self.sums['inference'] += inference_s
-
-    def mean(self, key):
-        return self.sums[key] / self.frames if self.frames else 0.0
 
 
 def main(args=None, node_class=None):
     """Entry point of `ros2 run pose6d_ros pose6d_node`; returns the exit status."""
-    rclpy.init(args=args)
+    spinning.init(args)   # Ctrl-C stops the worker before rclpy goes (spinning.py)
     node = None
     try:
         node = (node_class or Pose6dNode)()
-        rclpy.spin(node)
+        spinning.spin_until_done(node, node.finished)
     except Pose6dError as exc:
         rclpy.logging.get_logger('pose6d_node').fatal(str(exc))
         return 1
@@ -470,7 +434,7 @@ def main(args=None, node_class=None):
         pass
     finally:
         if node is not None:
-            node.destroy_node()
+            node.destroy_node()  # stops the worker first (Pose6dPhases.destroy_node)
         rclpy.try_shutdown()
     return 0
 

@@ -1,9 +1,10 @@
 """The parameters of the pose6d node as plain data (no rclpy), and their validation.
 
-One table serves the node (node.py builds its ParameterDescriptors from it and checks every
-change with `validate`), config/pose6d.yaml and the table in docs/ros.md (both checked against
-it by test/test_launch_config.py). Regenerate the docs table with
-`python -m pose6d_ros.ros.parameters`.
+One table serves the node (descriptors.py builds its ParameterDescriptors from it and checks
+every change with `validate`), config/pose6d.yaml and the table in docs/ros.md (both checked
+against it by test/test_launch_config.py). Regenerate the docs table with
+`python -m pose6d_ros.ros.parameters`. The webcam path's nodes have tables of the same
+`ParameterSpec`s in camera.py.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ParameterSpec:
     choices: tuple | None = None       # the allowed strings
     frame_id: bool = False             # '' or a valid tf2 frame id
     pipeline_field: str | None = None  # PipelineConfig field a run-time change goes to
+    required: bool = False             # a string that must not be empty
 
     @property
     def type(self):
@@ -48,8 +50,8 @@ class ParameterSpec:
         if self.choices is not None:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
         if self.frame_id:
-            return FRAME_ID_RULE
-        return ''
+            return FRAME_ID_RULE.removeprefix("'' or ") if self.required else FRAME_ID_RULE
+        return 'not empty' if self.required else ''
 
 
 def _spec(name, default, description, **limits):
@@ -108,11 +110,55 @@ PARAMETERS = dict([
           pipeline_field='mesh_markers'),
     _spec('diagnostics_period', 1.0, 'seconds between /diagnostics messages; needs a restart',
           read_only=True, range=(0.1, 60.0)),
+    _spec('dropped_frames_warning', 0.1, '/diagnostics says WARN when more than this share of '
+          'the frames of a period is dropped (the camera is faster than the node); 1 = never',
+          range=(0.0, 1.0)),
 ])
 
 # Parameters changeable at run time -> PipelineConfig field (None: handled by the node).
 RUNTIME_PARAMETERS = {name: spec.pipeline_field for name, spec in PARAMETERS.items()
                       if not spec.read_only}
+
+# pose6d_camera_node (camera_node.py): every parameter is read at start-up.
+CAMERA_PARAMETERS = dict([
+    _spec('source', '0', "a camera index ('0') or device ('/dev/video0'), a video file, an "
+          'image folder (its images in name order) or one image file', read_only=True,
+          required=True),
+    _spec('camera_info_url', '', 'the calibration: file:///absolute/path.yaml (the ROS '
+          'calibration YAML that pose6d calibrate and camera_calibration write), '
+          "package://<package>/<path>, or a plain path; '' = none: a rough K from "
+          'field_of_view, with a warning that distances will be off', read_only=True),
+    _spec('field_of_view', 60.0, 'horizontal field of view (degrees) of the rough K used when '
+          "camera_info_url is '' (a typical laptop webcam: 55-70)", read_only=True,
+          range=(1.0, 179.0)),
+    _spec('frame_id', 'camera_optical_frame', 'frame_id of image_raw and camera_info: the '
+          "camera's optical frame (REP 103: x right, y down, z forward)", read_only=True,
+          frame_id=True, required=True),
+    _spec('width', 0, 'image width (pixels) asked of a camera; frames of another width are '
+          'resized to it; 0 = as the source gives (set width and height together)',
+          read_only=True, range=(0, 16384)),
+    _spec('height', 0, 'image height (pixels), as width', read_only=True, range=(0, 16384)),
+    _spec('fps', 0.0, "frames per second asked of a camera, or the pace of a video or folder; "
+          "0 = the camera's or the video's own rate (a folder: 10)", read_only=True,
+          range=(0.0, 1000.0)),
+    _spec('loop', True, 'a video or image folder starts again at its end; false: played once, '
+          'then the node exits', read_only=True),
+])
+
+# pose6d_static_transform_node (static_transform_node.py): one transform on /tf_static.
+STATIC_TRANSFORM_PARAMETERS = dict([
+    _spec('parent_frame', 'base_link', 'the parent frame', read_only=True, frame_id=True,
+          required=True),
+    _spec('child_frame', 'camera_optical_frame', 'the child frame', read_only=True,
+          frame_id=True, required=True),
+    *(_spec(axis, 0.0, f'position of the child frame along the parent\'s {axis} (m)',
+            read_only=True, range=(-1e4, 1e4)) for axis in 'xyz'),
+    *(_spec(angle, 0.0, f'{angle} (rad) of the child frame in the parent: roll about x, then '
+            'pitch about y, then yaw about z, fixed axes (URDF rpy)', read_only=True,
+            range=(-7.0, 7.0)) for angle in ('roll', 'pitch', 'yaw')),
+])
+TABLES = {'pose6d': PARAMETERS, 'camera': CAMERA_PARAMETERS,
+          'static_transform': STATIC_TRANSFORM_PARAMETERS}
 
 
 def defaults():
@@ -120,16 +166,18 @@ def defaults():
     return {name: spec.default for name, spec in PARAMETERS.items()}
 
 
-def validate(name, value):
+def validate(name, value, table=None):
     """Why `value` is not acceptable for parameter `name`, or None when it is.
 
     Checks the type (as ROS does: no int for a double, no bool for an int), the range, the
     choices and frame ids. Object names are checked against the model by the pipeline, and
-    read-only parameters by ROS, so neither is done here.
+    read-only parameters by the node's callback, so neither is done here. table: the
+    parameters of another node (camera.py); default the pose6d node's.
     """
-    spec = PARAMETERS.get(name)
+    table = PARAMETERS if table is None else table
+    spec = table.get(name)
     if spec is None:
-        return f'unknown parameter {name!r}; expected one of {", ".join(PARAMETERS)}'
+        return f'unknown parameter {name!r}; expected one of {", ".join(table)}'
     if type(value) is not spec.type:  # bool is an int in Python, never in ROS
         hint = f' (write {float(value)!r})' if spec.type is float and type(value) is int else ''
         return (f'{name} must be of type {spec.type_name}; got {value!r} '
@@ -140,9 +188,32 @@ def validate(name, value):
             return f'{name} must be in [{low}, {high}]; got {value!r}'
     if spec.choices is not None and value not in spec.choices:
         return f'{name} is {value!r}; expected {spec.constraints()}'
+    if spec.required and not value:
+        return f'{name} must not be empty'
     if spec.frame_id and value and not FRAME_ID.match(value):
         return f'{name} {value!r} is not a valid frame id; expected {FRAME_ID_RULE}'
     return None
+
+
+def startup_reason(name, value, table=None):
+    """The one line for a value given at start-up that the parameter refuses.
+
+    ROS's own message for a declaration that fails is garbled ('... value: -1.0: min_score');
+    this one names the parameter, what was given, what is expected, and where to fix it.
+    """
+    reason = validate(name, value, table)
+    if reason is None:  # refused by ROS for a reason of its own (not expected)
+        spec = (PARAMETERS if table is None else table)[name]
+        reason = f'{name} {value!r} is refused; expected a {spec.type_name}' + (
+            f' ({spec.constraints()})' if spec.constraints() else '')
+    return (f'parameter {reason}; it was given at start-up (--ros-args -p {name}:=..., a '
+            'launch argument or a parameters file): correct it there')
+
+
+def read_only_reason(name):
+    """The answer to `ros2 param set` on a parameter that is fixed at start-up."""
+    return (f'{name} is fixed at start-up (read-only): set it in the parameters file, as a '
+            f'launch argument or with --ros-args -p {name}:=VALUE, and restart the node')
 
 
 def format_value(value):
@@ -154,12 +225,13 @@ def format_value(value):
     return repr(value)
 
 
-def markdown_table():
-    """The parameter table of docs/ros.md."""
+def markdown_table(table=None):
+    """The parameter table of docs/ros.md (of the pose6d node, or of another `table`)."""
+    table = PARAMETERS if table is None else table
     lines = ['| parameter | type | default | range / choices | changeable at run time | '
              'description |',
              '| --- | --- | --- | --- | --- | --- |']
-    for name, spec in PARAMETERS.items():
+    for name, spec in table.items():
         cells = [f'`{name}`', spec.type_name, f'`{format_value(spec.default)}`',
                  _cell(spec.constraints() or 'any'), 'no' if spec.read_only else 'yes',
                  _cell(spec.description)]
@@ -175,4 +247,6 @@ def _cell(text):
 
 
 if __name__ == '__main__':
-    print(markdown_table())
+    import sys  # deferred: only this command line reads it
+
+    print(markdown_table(TABLES[sys.argv[1] if len(sys.argv) > 1 else 'pose6d']))

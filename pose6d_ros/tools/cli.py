@@ -18,7 +18,7 @@ from pose6d_ros.core.data import synth
 from pose6d_ros.core.data.synth import bench_synth
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry.camera import CameraModel
-from pose6d_ros.tools import cli_demo, cli_tools, cli_train, selfcheck
+from pose6d_ros.tools import cli_calibrate, cli_demo, cli_tools, cli_train, selfcheck
 from pose6d_ros.tools.cli_args import id_list as _id_list
 from pose6d_ros.tools.cli_args import non_negative_int as _non_negative_int
 from pose6d_ros.tools.cli_args import positive_float as _positive_float
@@ -154,7 +154,7 @@ def build_parser():
     show.add_argument('--force', action='store_true', help='overwrite an existing PNG')
     show.set_defaults(run=_run_show)
 
-    for module in (cli_train, cli_demo, cli_tools):
+    for module in (cli_train, cli_demo, cli_tools, cli_calibrate):
         module.register(commands)
 
     bag = commands.add_parser(

@@ -6,14 +6,30 @@ happen when a sub-command runs, not when the parser is built.
 
 from __future__ import annotations
 
+import argparse
+import math
 import shlex
 import sys
 
+from pose6d_ros.core.errors import Pose6dError
+from pose6d_ros.core.geometry.camera import camera_from_field_of_view, FIELD_OF_VIEW_WARNING
 from pose6d_ros.tools.cli_args import id_list as _id_list
 from pose6d_ros.tools.cli_args import positive_int as _positive_int
 
 ONNX_HELP = ('run the network from this ONNX file of the bundle with onnxruntime on the CPU '
              '(written by pose6d export, e.g. --format onnx-int8)')
+
+
+def _field_of_view(text):
+    """'60' -> 60.0: a horizontal field of view in degrees, strictly between 0 and 180."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 180.0:
+        raise argparse.ArgumentTypeError(f'expected degrees between 0 and 180, e.g. 60; got '
+                                         f'{text!r}')
+    return value
 
 
 def register(commands):
@@ -50,17 +66,33 @@ def register(commands):
     evaluate.set_defaults(run=_run_eval)
 
     predict = commands.add_parser(
-        'predict', help='estimate the poses in one image; write an overlay (and JSON)',
-        description='Without --camera, a pinhole camera with fx = fy = 0.9 max(W, H) and a '
-                    'centred principal point is assumed (a warning says so).')
+        'predict', help='estimate the poses in one image, or in every frame of a video or '
+                        'camera; write an overlay image or video (and JSON)',
+        description='Without --camera or --field-of-view, a pinhole camera with fx = fy = 0.9 '
+                    'max(W, H) and a centred principal point is assumed (a warning says so). '
+                    '--video checks a model on a camera before ROS: `pose6d predict --model '
+                    'BUNDLE --video 0 --camera webcam.yaml --out overlay.mp4`, Ctrl-C to stop.')
     predict.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
-    predict.add_argument('--image', required=True, metavar='IMG', help='image file (RGB)')
-    predict.add_argument('--camera', metavar='FILE',
-                         help='camera calibration: ROS camera YAML or BOP camera.json')
-    predict.add_argument('--out', required=True, metavar='PNG',
-                         help='overlay image: 3D boxes, axes and labels')
+    inputs = predict.add_mutually_exclusive_group(required=True)
+    inputs.add_argument('--image', metavar='IMG', help='image file (RGB)')
+    inputs.add_argument('--video', metavar='FILE|DEVICE',
+                        help='a video file, a camera (0, /dev/video0) or an image folder: every '
+                             'frame')
+    cameras = predict.add_mutually_exclusive_group()
+    cameras.add_argument('--camera', metavar='FILE',
+                         help='camera calibration: ROS camera YAML (pose6d calibrate) or BOP '
+                              'camera.json')
+    cameras.add_argument('--field-of-view', type=_field_of_view, metavar='DEG',
+                         help='an uncalibrated camera: a rough K from its horizontal field of '
+                              'view (degrees); distances will be off')
+    predict.add_argument('--out', required=True, metavar='PNG|VIDEO',
+                         help='overlay (3D boxes, axes and labels): a PNG for --image, a video '
+                              '(.mp4 or .avi) for --video')
     predict.add_argument('--json', metavar='FILE',
                          help='also write the poses (quaternions x, y, z, w; metres)')
+    predict.add_argument('--max-frames', type=_positive_int, metavar='N',
+                         help='--video: stop after N frames (default: the whole video; a camera '
+                              'until Ctrl-C)')
     predict.add_argument('--device', default='auto',
                          help='auto (CUDA when present), cpu or cuda[:N] (default: auto)')
     predict.add_argument('--onnx', metavar='FILE', help=ONNX_HELP)
@@ -131,14 +163,35 @@ def _run_eval(args):
 def _run_predict(args):
     # deferred: torch (fast --help)
     from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
-    from pose6d_ros.tools.report import bundle_info, predict_image  # deferred: as above
+    from pose6d_ros.tools.report import bundle_info, predict_image, predict_video  # as above
+
+    def warn(text):
+        print(f'pose6d predict: warning: {text}', file=sys.stderr)
 
     estimator = Estimator.from_bundle(args.model, device=args.device,
                                       config=EstimatorConfig(onnx=args.onnx))
-    poses = predict_image(estimator, args.image, args.out, camera=args.camera,
+    if args.video is not None:
+        summary = predict_video(estimator, args.video, args.out, camera=args.camera,
+                                field_of_view=args.field_of_view, json_path=args.json,
+                                max_frames=args.max_frames, force=args.force, warn=warn,
+                                log=lambda text: print(f'pose6d predict: {text}',
+                                                       file=sys.stderr))
+        print(f'{summary["frames"]} frames, {summary["frames_with_objects"]} with an object '
+              f'({1.0 / max(summary["estimator_seconds_median"], 1e-9):.1f} fps for the '
+              f'estimator); video: {args.out}' + (f'; poses: {args.json}' if args.json else ''))
+        return 0
+    if args.max_frames is not None:
+        raise Pose6dError('--max-frames goes with --video, not --image')
+    camera = args.camera
+    if args.field_of_view is not None:
+        from pose6d_ros.tools.report import load_image_rgb  # deferred: as above
+
+        height, width = load_image_rgb(args.image).shape[:2]
+        camera = camera_from_field_of_view(width, height, args.field_of_view)
+        warn(FIELD_OF_VIEW_WARNING.format(fov=args.field_of_view, focal=camera.fx))
+    poses = predict_image(estimator, args.image, args.out, camera=camera,
                           json_path=args.json, force=args.force, bundle=bundle_info(args.model),
-                          warn=lambda text: print(f'pose6d predict: warning: {text}',
-                                                  file=sys.stderr))
+                          warn=warn)
     for pose in poses:
         x, y, z = pose.t
         print(f'{pose.object_name}: score {pose.score:.2f}, t = ({x:.3f}, {y:.3f}, {z:.3f}) m, '

@@ -18,7 +18,8 @@ Scores are fractions in [0, 1] in JSON and percentages in Markdown; distances in
 (centimetres in the table), angles in degrees. A ground-truth instance without a prediction
 counts as a miss: it fails every metric and has infinite error in the curves.
 
-`pose6d predict` runs it on one image (`predict_image`): an overlay PNG and optional JSON.
+`pose6d predict` runs it on one image (`predict_image`): an overlay PNG and optional JSON; or
+on every frame of a video, a camera or an image folder (`predict_video`): an annotated video.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 import json
 import math
+import os
 from pathlib import Path
 import shutil
 import sys
@@ -39,10 +41,16 @@ from tqdm import tqdm
 
 from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.data.bop import BopDataset
+from pose6d_ros.core.data.capture import FrameSource
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.files import make_temp_dir, move_into_place, write_atomic
 from pose6d_ros.core.geometry import metrics
-from pose6d_ros.core.geometry.camera import CameraModel, default_camera
+from pose6d_ros.core.geometry.camera import (
+    camera_from_field_of_view,
+    CameraModel,
+    default_camera,
+    FIELD_OF_VIEW_WARNING,
+)
 from pose6d_ros.core.geometry.draw import draw_poses
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.inference.bundle import CARD
@@ -672,3 +680,101 @@ def predict_image(estimator, image_path, out, camera=None, json_path=None, force
         }
         write_atomic(json_path, (json.dumps(_json_safe(document), indent=2) + '\n').encode())
     return poses
+
+
+# Video containers `predict_video` writes -> the codec asked of OpenCV's FFmpeg writer.
+VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG', '.mkv': 'mp4v'}
+
+
+def predict_video(estimator, source, out, camera=None, field_of_view=None, json_path=None,
+                  max_frames=None, force=False, warn=None, log=None):
+    """Run the estimator on every frame of `source`; write an annotated video (and JSON).
+
+    source: a video file, a camera ('0', '/dev/video0') or an image folder, as FrameSource
+    reads it. The camera model: `camera` (a CameraModel or a calibration file), else a rough
+    one from `field_of_view` (degrees), else `default_camera`; both guesses call
+    warn(message). out: .mp4 (mp4v) or .avi (MJPG), at the source's frame rate (10 fps for
+    an image folder), written under a temporary name and moved into place. A camera runs
+    until `max_frames` or Ctrl-C, which ends the video cleanly. json_path: every frame's
+    poses. Returns a summary dict (frames, frames with an object, seconds, fps).
+    """
+    out = Path(out)
+    fourcc = VIDEO_CODECS.get(out.suffix.lower())
+    if fourcc is None:
+        raise Pose6dError(f'--out {out}: expected a video file ending in '
+                          f'{", ".join(VIDEO_CODECS)}')
+    for path in [out] + ([Path(json_path)] if json_path else []):
+        if path.exists() and not force:
+            raise Pose6dError(f'{path} already exists; pass --force to overwrite it')
+    if camera is not None and not isinstance(camera, CameraModel):
+        camera = CameraModel.load(camera)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f'.{out.stem}.{os.getpid()}.tmp{out.suffix}')
+    writer, records, seconds = None, [], []
+    try:
+        with FrameSource(source, warn=warn) as frames:
+            fps = frames.nominal_fps or 10.0
+            try:
+                while max_frames is None or len(records) < max_frames:
+                    frame = frames.read()
+                    if frame is None:
+                        break
+                    height, width = frame.rgb.shape[:2]
+                    if camera is None:
+                        camera = _guessed_camera(width, height, field_of_view, warn)
+                    if camera.size != (width, height):
+                        raise Pose6dError(f'{frame.name} of {source} is {width}x{height} but the '
+                                          f'camera is {camera.width}x{camera.height}; expected '
+                                          'the calibration of this camera at this resolution')
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(staging), cv2.VideoWriter_fourcc(*fourcc),
+                                                 fps, (width, height))
+                        if not writer.isOpened():
+                            raise Pose6dError(f'this OpenCV cannot write {out.suffix} videos '
+                                              f'({fourcc}); try --out with another of '
+                                              f'{", ".join(VIDEO_CODECS)}')
+                    start = time.perf_counter()
+                    poses = estimator(frame.rgb, camera)
+                    seconds.append(time.perf_counter() - start)
+                    overlay = draw_poses(frame.rgb, poses, camera)
+                    writer.write(np.ascontiguousarray(overlay[:, :, ::-1]))
+                    records.append({'frame': frame.index, 'name': frame.name,
+                                    'poses': [pose.to_dict() for pose in poses]})
+                    if log is not None and frames.kind == 'device' and len(records) % 30 == 0:
+                        log(f'{len(records)} frames')
+            except KeyboardInterrupt:  # a camera runs until Ctrl-C: keep what was written
+                if log is not None:
+                    log(f'stopped after {len(records)} frames')
+        if writer is None:
+            raise Pose6dError(f'no frame could be read from {source}')
+        writer.release()
+        os.replace(staging, out)
+    finally:
+        if writer is not None:
+            writer.release()
+        staging.unlink(missing_ok=True)
+    summary = {'frames': len(records),
+               'frames_with_objects': sum(bool(r['poses']) for r in records),
+               'estimator_seconds_median': float(np.median(seconds)),
+               'video_fps': fps, 'out': str(out)}
+    if json_path:
+        document = {'source': str(source), 'camera': camera.to_dict(),
+                    'backend': getattr(estimator, 'backend', None),
+                    'quaternion_order': 'x, y, z, w', 'frames': records}
+        write_atomic(json_path, (json.dumps(_json_safe(document), indent=1) + '\n').encode())
+    return summary
+
+
+def _guessed_camera(width, height, field_of_view, warn):
+    """The camera of an uncalibrated source: from its field of view, else `default_camera`."""
+    if field_of_view is not None:
+        camera = camera_from_field_of_view(width, height, field_of_view)
+        if warn is not None:
+            warn(FIELD_OF_VIEW_WARNING.format(fov=field_of_view, focal=camera.fx))
+        return camera
+    camera = default_camera(width, height)
+    if warn is not None:
+        warn(f'no --camera or --field-of-view given: assuming a pinhole camera with fx = fy = '
+             f'{camera.fx:g} px and the principal point at the image centre; the poses '
+             '(distances above all) are only as good as that guess')
+    return camera

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -52,7 +53,11 @@ class CameraModel:
                               f'got {k_values.size}')
         p_values = None
         if p is not None and np.any(np.asarray(p, dtype=np.float64)):
-            p_values = np.asarray(p, dtype=np.float64).reshape(3, 4)
+            p_values = np.asarray(p, dtype=np.float64).ravel()
+            if p_values.size != 12:
+                raise CameraError('camera_info P must have 12 values (row-major 3x4); '
+                                  f'got {p_values.size}')
+            p_values = p_values.reshape(3, 4)
         return cls(k_values.reshape(3, 3), d, width, height, distortion_model or None, p_values)
 
     @classmethod
@@ -403,5 +408,30 @@ def _matrix_data(data, key, required=True):
 def default_camera(width, height):
     """The guess used without a calibration: fx = fy = 0.9 max(W, H), principal point centred."""
     focal = 0.9 * max(width, height)
+    return CameraModel.from_intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0,
+                                       width, height)
+
+
+# Said wherever a camera from `camera_from_field_of_view` stands in for a calibration.
+FIELD_OF_VIEW_WARNING = (
+    'no calibration: a rough K from a horizontal field of view of {fov:g} degrees (fx = fy = '
+    '{focal:.1f} px, principal point at the centre, no distortion). Directions are about right '
+    'but distances will be off by as much as the focal length is (a guess 10% too long puts '
+    'every object 10% too far): calibrate the camera (pose6d calibrate) for metric poses')
+
+
+def camera_from_field_of_view(width, height, field_of_view_deg):
+    """A rough camera from its horizontal field of view (degrees), for an uncalibrated camera.
+
+    fx = fy = (width / 2) / tan(fov / 2) (square pixels), the principal point at the image
+    centre, no distortion. Poses made with it have the right directions but distances off by
+    the focal length's error: say so where it is used (FIELD_OF_VIEW_WARNING).
+    """
+    fov = float(field_of_view_deg)
+    if not (math.isfinite(fov) and 0.0 < fov < 180.0):
+        raise CameraError(f'field of view must be between 0 and 180 degrees; got '
+                          f'{field_of_view_deg!r}')
+    _checked_size(width, height)
+    focal = (width / 2.0) / math.tan(math.radians(fov) / 2.0)
     return CameraModel.from_intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0,
                                        width, height)
