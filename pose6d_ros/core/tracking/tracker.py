@@ -260,7 +260,7 @@ class Tracker:
         track.hits.append(True)
         track.last_seen = stamp
         track.score = float(instance.score)
-        if self._is_jump(measured, track.filter.pose):
+        if self._is_jump(measured, track.filter.pose, spread=track.filter.covariance):
             if track.pending and not self._is_jump(measured, track.pending[-1], slack=2.0):
                 track.pending.append(measured)
             else:
@@ -286,7 +286,7 @@ class Tracker:
         if result.success:
             measured = closest_equivalent(result.pose, track.filter.pose,
                                           track.object.symmetries)
-            if not self._is_jump(measured, track.filter.pose):
+            if not self._is_jump(measured, track.filter.pose, spread=track.filter.covariance):
                 track.filter.update(measured, self.config.tracked_noise)
                 track.features = result.features
                 track.source = 'tracked'
@@ -345,11 +345,22 @@ class Tracker:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _is_jump(self, measured, reference, slack=1.0):
+    def _is_jump(self, measured, reference, slack=1.0, spread=None):
+        """True when `measured` is farther from `reference` than the gate.
+
+        spread: the (position, rotation) covariance of a predicted reference; the gate grows
+        by two of its standard deviations, so a young track whose speed is not known yet
+        follows a fast object instead of holding every step back as a jump.
+        """
         distance = float(np.linalg.norm(measured.t - reference.t))
         angle = math.degrees(rotation_angle(measured.R, reference.R))
-        return (distance > slack * self.config.gate_distance
-                or angle > slack * self.config.gate_angle_deg)
+        gate_distance = slack * self.config.gate_distance
+        gate_angle = slack * self.config.gate_angle_deg
+        if spread is not None:
+            gate_distance += 2.0 * math.sqrt(max(float(np.trace(spread[:3, :3])), 0.0))
+            gate_angle += 2.0 * math.degrees(math.sqrt(max(float(np.trace(spread[3:, 3:])),
+                                                           0.0)))
+        return distance > gate_distance or angle > gate_angle
 
     def _can_confirm(self, track):
         """True while a tentative track can still reach confirm_hits in its window."""
