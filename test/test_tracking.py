@@ -256,6 +256,10 @@ def test_ids_survive_a_short_occlusion_and_a_long_one_gives_a_new_track():
     late = run(frames(25), config)             # 0.83 s: longer than the timeout
     assert {o.track_id for o in late[-1]} == {1}
     assert not any(late[10 + 16:10 + 25])      # dropped once the timeout passed
+    # Published on its prediction for max_coast_s only; its id is kept until the timeout.
+    coasting = run(frames(12), TrackerConfig(network_every=1, timeout_s=0.5, max_coast_s=0.2))
+    assert [len(out) for out in coasting[10:22]] == [1] * 6 + [0] * 6
+    assert {o.track_id for out in coasting for o in out} == {0}
 
 
 def test_a_single_frame_false_detection_never_reaches_the_outputs():

@@ -363,9 +363,10 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
 
     The array starts with a DELETEALL (when `delete_all`) so boxes of objects no longer seen
     vanish, and every marker also has `lifetime_s` (0: forever). Marker ids: 3 * i + (0 box,
-    1 label, 2 mesh) for instance i, or for a tracked instance i = its track id (stable);
-    its label is '<object>_<track id> <score> <source>'. The box's points are in the object
-    frame and the marker pose is T_cam_obj. The label sits above the box centre along
+    1 label, 2 mesh), i = a tracked instance's track id (stable over frames), for the others
+    their count in the list (after the largest track id); a tracked instance's label is
+    '<object>_<track id> <score> <source>'. The box's points are in the object frame and the
+    marker pose is T_cam_obj. The label sits above the box centre along
     `label_up` (a unit vector in the header's frame; the default is "up" in an optical camera
     frame, whose y points down). `mesh_resources` maps object names to (uri, scale) for
     MESH_RESOURCE markers.
@@ -378,8 +379,14 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
         markers.append(types.new(Marker, header=copy_header(types, header), ns=ns, id=0,
                                  action=constant(Marker, 'DELETEALL')))
     label_up = np.asarray(label_up, dtype=np.float64)
-    for rank, obj in enumerate(objects):
-        i = rank if obj.track_id is None else int(obj.track_id)
+    # Untracked instances count on after the largest track id, so that ids never collide.
+    next_free = 1 + max((int(o.track_id) for o in objects if o.track_id is not None),
+                        default=-1)
+    for obj in objects:
+        if obj.track_id is None:
+            i, next_free = next_free, next_free + 1
+        else:
+            i = int(obj.track_id)
         r, g, b = PALETTE[int(obj.class_id) % len(PALETTE)]
         color = types.new('std_msgs/msg/ColorRGBA', r=r, g=g, b=b, a=1.0)
         pose = object_pose_msg(types, obj)

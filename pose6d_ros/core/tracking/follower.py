@@ -32,8 +32,9 @@ class FollowerConfig:
     min_spacing_px: int = 5         # between two corners
     edge_margin_px: int = 3         # corners this far inside the outline (not on its edge)
     window_px: int = 15             # KLT window side
-    pyramid_levels: int = 3         # KLT pyramid levels above the image
-    max_backtrack_px: float = 1.0   # forward-then-backward KLT must return this close
+    pyramid_levels: int = 2         # KLT pyramid levels above the image (the prediction
+    #                                 starts the search, so 4x coarser is enough)
+    max_backtrack_px: float = 1.0   # forward-then-backward KLT must return this close (0: off)
     ransac_px: float = 3.0          # PnP inlier threshold
 
 
@@ -121,12 +122,14 @@ def follow(features, gray_before, gray_now, camera, predicted, config=None):
         crop_before, crop_now, start, (guess - offset).astype(np.float32), winSize=window,
         maxLevel=config.pyramid_levels, criteria=criteria,
         flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-    back, back_status, _ = cv2.calcOpticalFlowPyrLK(
-        crop_now, crop_before, moved, start.copy(), winSize=window,
-        maxLevel=config.pyramid_levels, criteria=criteria,
-        flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-    good = ((status.ravel() == 1) & (back_status.ravel() == 1)
-            & (np.linalg.norm(back - start, axis=1) < config.max_backtrack_px))
+    good = status.ravel() == 1
+    if config.max_backtrack_px > 0:
+        back, back_status, _ = cv2.calcOpticalFlowPyrLK(
+            crop_now, crop_before, moved, start.copy(), winSize=window,
+            maxLevel=config.pyramid_levels, criteria=criteria,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        good &= ((back_status.ravel() == 1)
+                 & (np.linalg.norm(back - start, axis=1) < config.max_backtrack_px))
     moved = moved.astype(np.float64) + offset
     inside = ((moved[:, 0] >= -0.5) & (moved[:, 0] <= width - 0.5)
               & (moved[:, 1] >= -0.5) & (moved[:, 1] <= height - 0.5))

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 
+import cv2
 import numpy as np
 
 from pose6d_ros.core.geometry.poses import Pose
-from pose6d_ros.core.tracking.symmetry import axis_rotation, skew
 
 MODELS = ('constant_velocity', 'none')
 
@@ -55,8 +55,8 @@ class FilterConfig:
     """The motion model of `PoseFilter`."""
 
     model: str = 'constant_velocity'   # or 'none': the last measurement, unfiltered
-    acceleration: float = 1.5          # m/s^2, std of the white-noise acceleration
-    angular_acceleration: float = 6.0  # rad/s^2, the same for rotation
+    acceleration: float = 0.5          # m/s^2, std of the white-noise acceleration
+    angular_acceleration: float = 1.5  # rad/s^2, the same for rotation
     velocity_decay_s: float = 1.0      # s, time constant of the velocities' decay
     initial_speed: float = 0.3         # m/s, std of a new track's unknown velocity
     initial_angular_speed: float = 1.5  # rad/s, the same for its angular velocity
@@ -69,10 +69,7 @@ class FilterConfig:
 
 def exp_so3(rotvec):
     """Rotation matrix of a rotation vector (radians)."""
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.eye(3) + skew(rotvec)
-    return axis_rotation(np.asarray(rotvec) / angle, angle)
+    return cv2.Rodrigues(np.asarray(rotvec, dtype=np.float64).reshape(3, 1))[0]
 
 
 def log_so3(R):
@@ -93,6 +90,8 @@ def log_so3(R):
 
 def _orthonormal(R):
     """The nearest rotation matrix (keeps R a rotation after many small products)."""
+    if np.abs(R @ R.T - np.eye(3)).max() < 1e-10:  # the usual case: nothing to do
+        return R
     U, _, Vt = np.linalg.svd(R)
     R = U @ Vt
     if np.linalg.det(R) < 0:

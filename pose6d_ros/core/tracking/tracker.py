@@ -19,20 +19,21 @@ there; a jump is never averaged in). Unpaired instances start tentative tracks.
 
 Tracks: a track is published once the network has seen it in `confirm_hits` of its last
 `confirm_window` runs (a one-frame false detection never is), and dropped when the network
-has not seen it for `timeout_s` seconds of stamps. Ids count up from 0 over the tracker's
-life and are never reused. A stamp earlier than the previous frame's (a bag played again)
-starts over with no tracks.
+has not seen it for `timeout_s` seconds of stamps. While nothing measures it (hidden, or
+lost by the follower) it coasts on its prediction, published for at most `max_coast_s`.
+Ids count up from 0 over the tracker's life and are never reused. A stamp earlier than the
+previous frame's (a bag played again) starts over with no tracks.
 
 `source`: 'network' (the network's instance fused this frame), 'tracked' (the followed
 features' pose fused this frame) or 'predicted' (no measurement this frame: the filter's
 prediction). `score`: the network's score for a network pose; times the follower's quality
-(share of features kept, PnP fit) for a tracked one; decaying linearly to 0 over `timeout_s`
-for a predicted one.
+(share of features kept, PnP fit) for a tracked one; decaying linearly to 0 over
+`max_coast_s` for a predicted one.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, fields, replace
 import math
 import time
@@ -63,6 +64,7 @@ class TrackerConfig:
     confirm_hits: int = 2           # published once the network saw it in this many ...
     confirm_window: int = 3         # ... of its last this many runs (1 and 1: at once)
     timeout_s: float = 1.0          # dropped when the network has not seen it for this long
+    max_coast_s: float = 0.5        # not published while nothing has measured it for longer
     max_distance: float = 0.1       # m; an instance farther from every track starts a new one
     gate_distance: float = 0.03     # m; a measurement this far from the prediction is a jump
     gate_angle_deg: float = 30.0    # degrees; the same for rotation (up to symmetries)
@@ -88,6 +90,8 @@ class TrackerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 problems.append(f'{name} must be a number > 0; got {value!r}')
+        if not (isinstance(self.max_coast_s, (int, float)) and self.max_coast_s >= 0):
+            problems.append(f'max_coast_s must be a number >= 0; got {self.max_coast_s!r}')
         if not (isinstance(self.jump_confirmations, int) and self.jump_confirmations >= 1):
             problems.append(f'jump_confirmations must be an integer >= 1; got '
                             f'{self.jump_confirmations!r}')
@@ -140,6 +144,7 @@ class Tracker:
         self.next_id = 0
         self.frames = 0
         self.network_runs = 0
+        self.network_reasons = Counter()  # why the network ran: schedule, confirmation, ...
         self.timings = {}                # seconds of the last step: network, tracker
         self._meshes = {}
         self._gray = None
@@ -183,13 +188,15 @@ class Tracker:
                     followed[track.id] = follow(track.features, self._gray, gray, camera,
                                                 track.filter.prediction(stamp),
                                                 self.config.follower)
-        run_network = self._network_due(followed, same_view)
+        reason = self._network_due(followed, same_view)
+        run_network = bool(reason)
         network_s = 0.0
         instances = None
         if run_network:
             network_start = time.perf_counter()
             instances = list(detect())          # may raise: nothing has changed yet
             network_s = time.perf_counter() - network_start
+            self.network_reasons[reason] += 1
 
         for track in self.tracks:
             track.filter.predict(stamp)
@@ -206,7 +213,8 @@ class Tracker:
         self._gray, self._camera, self._last_stamp = gray, camera, stamp
         self.frames += 1
         outputs = [self._output(track, camera, stamp) for track in self.tracks
-                   if track.confirmed]
+                   if track.confirmed
+                   and stamp - track.last_measured <= self.config.max_coast_s]
         self.timings = {'network': network_s,
                         'tracker': time.perf_counter() - start - network_s}
         return outputs
@@ -214,18 +222,26 @@ class Tracker:
     # --- the steps ----------------------------------------------------------------------------
 
     def _network_due(self, followed, same_view):
-        if not same_view or self.config.network_every <= 1:
-            return True
-        if self._frames_since_network + 1 >= self.config.network_every:
-            return True
+        """Why the network runs on this frame ('' when it does not)."""
+        if not same_view:
+            return 'new view'         # the first frame, or another camera or image size
+        if self.config.network_every <= 1 or (
+                self._frames_since_network + 1 >= self.config.network_every):
+            return 'schedule'
         for track in self.tracks:
+            if not track.confirmed and track.wants_network:
+                return 'confirmation'
+            if track.pending:
+                return 'jump'
             if track.wants_network:
-                return True
+                return 'lost'
             result = followed.get(track.id)
-            if track.confirmed and result is not None and (
-                    not result.success or result.quality < self.config.min_quality):
-                return True
-        return False
+            if track.confirmed and result is not None:
+                if not result.success:
+                    return 'lost'
+                if result.quality < self.config.min_quality:
+                    return 'quality'
+        return ''
 
     def _use_network(self, instances, stamp):
         self.network_runs += 1
@@ -260,7 +276,7 @@ class Tracker:
         track.hits.append(True)
         track.last_seen = stamp
         track.score = float(instance.score)
-        if self._is_jump(measured, track.filter.pose, spread=track.filter.covariance):
+        if self._is_jump(measured, track.filter.pose, widen=self._uncertain_motion(track, stamp)):
             if track.pending and not self._is_jump(measured, track.pending[-1], slack=2.0):
                 track.pending.append(measured)
             else:
@@ -286,7 +302,8 @@ class Tracker:
         if result.success:
             measured = closest_equivalent(result.pose, track.filter.pose,
                                           track.object.symmetries)
-            if not self._is_jump(measured, track.filter.pose, spread=track.filter.covariance):
+            if not self._is_jump(measured, track.filter.pose,
+                                 widen=self._uncertain_motion(track, stamp)):
                 track.filter.update(measured, self.config.tracked_noise)
                 track.features = result.features
                 track.source = 'tracked'
@@ -333,7 +350,7 @@ class Tracker:
         score = track.quality
         if track.source == 'predicted':
             age = stamp - track.last_measured
-            score = track.score * max(0.0, 1.0 - age / self.config.timeout_s)
+            score = track.score * max(0.0, 1.0 - age / max(self.config.max_coast_s, 1e-9))
         keypoints = camera.project(pose.transform(obj.keypoints))
         corners = keypoints[:8][np.isfinite(keypoints[:8]).all(axis=1)]
         box = box_2d(corners) if len(corners) else np.zeros(4)
@@ -345,22 +362,30 @@ class Tracker:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _is_jump(self, measured, reference, slack=1.0, spread=None):
-        """True when `measured` is farther from `reference` than the gate.
+    def _is_jump(self, measured, reference, slack=1.0, widen=(0.0, 0.0)):
+        """True when `measured` is farther from `reference` than the gate (+ `widen`).
 
-        spread: the (position, rotation) covariance of a predicted reference; the gate grows
-        by two of its standard deviations, so a young track whose speed is not known yet
-        follows a fast object instead of holding every step back as a jump.
+        widen: (metres, degrees) added to the gate, see `_uncertain_motion`.
         """
         distance = float(np.linalg.norm(measured.t - reference.t))
         angle = math.degrees(rotation_angle(measured.R, reference.R))
-        gate_distance = slack * self.config.gate_distance
-        gate_angle = slack * self.config.gate_angle_deg
-        if spread is not None:
-            gate_distance += 2.0 * math.sqrt(max(float(np.trace(spread[:3, :3])), 0.0))
-            gate_angle += 2.0 * math.degrees(math.sqrt(max(float(np.trace(spread[3:, 3:])),
-                                                           0.0)))
-        return distance > gate_distance or angle > gate_angle
+        return (distance > slack * self.config.gate_distance + widen[0]
+                or angle > slack * self.config.gate_angle_deg + widen[1])
+
+    def _uncertain_motion(self, track, stamp):
+        """(metres, degrees) the object may have moved unforeseen since its last measurement.
+
+        Two standard deviations of the filter's velocities times the time since: a young
+        track, whose speed is not known yet, follows a fast object instead of holding every
+        step back as a jump, while a settled track keeps the gate as set.
+        """
+        if track.filter.config.model == 'none':
+            return 0.0, 0.0
+        elapsed = max(stamp - track.last_measured, 0.0)
+        P = track.filter.P
+        speed = math.sqrt(max(float(np.trace(P[3:6, 3:6])), 0.0))
+        spin = math.sqrt(max(float(np.trace(P[9:12, 9:12])), 0.0))
+        return 2.0 * speed * elapsed, math.degrees(2.0 * spin * elapsed)
 
     def _can_confirm(self, track):
         """True while a tentative track can still reach confirm_hits in its window."""
