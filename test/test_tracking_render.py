@@ -6,6 +6,7 @@ short (16 frames of 640x480) so that the tests take seconds on a CPU. The demo b
 from `pose6d demo-object`. Skipped only where no OpenGL context can be made.
 """
 
+import json
 import math
 
 import numpy as np
@@ -22,7 +23,7 @@ from pose6d_ros.core.inference.estimator import Estimator
 from pose6d_ros.core.tracking.follower import follow, seed_features, to_gray
 from pose6d_ros.core.tracking.raycast import MeshRays
 from pose6d_ros.core.tracking.tracker import Tracker, TrackerConfig
-from pose6d_ros.tools import bench_tracking, demo_object
+from pose6d_ros.tools import bench_tracking, cli, demo_object
 
 SIZE = (640, 480)
 FRAMES = 16
@@ -168,3 +169,45 @@ def _exact(obj, pose, camera):
     keypoints = camera.project(pose.transform(obj.keypoints))
     return ObjectPose(obj.name, obj.class_id, obj.object_id, 0.9, keypoints, np.zeros(4),
                       pose.R, pose.t, 0.5, 9, obj.box_size, obj.keypoints[8].copy())
+
+
+# --- the benchmark command --------------------------------------------------------------------
+
+
+def test_pose6d_bench_tracking_reports_the_paths_side_by_side(capsys):
+    try:
+        status = cli.main(['bench', 'tracking', '--frames', '6', '--size', '160x120',
+                           '--network-every', '3'])
+    except RuntimeError as exc:  # no OpenGL context: rendering is the benchmark's input
+        pytest.skip(f'no OpenGL context on this machine: {exc}')
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['benchmark'] == 'tracking' and report['network_every'] == 3
+    assert set(report['sequences']) == {'moving', 'static'}
+    for name, paths in report['sequences'].items():
+        assert set(paths) == {'network_only', 'tracking_network_every_frame', 'tracking'}
+        for path in paths.values():
+            assert sum(path['network_runs_by_reason'].values()) == path['network_runs']
+            assert path['scored_object_frames'] <= 6 * 3
+            assert path['output_fps'] > 0 and path['latency_ms_p99'] >= path['latency_ms_p50']
+        assert paths['network_only']['network_runs'] == 6
+        assert paths['tracking']['network_runs'] <= 6
+        assert ('jitter' in paths['tracking']) == (name == 'static')
+    assert {'poses_fps_at_least_25', 'add_within_5_points_of_network_every_frame',
+            'jitter_translation_mm_rms_at_most_half', 'tracker_ms_per_object_under_3'} <= set(
+                report['targets'])
+
+
+def test_pose6d_bench_tracking_soak_reports_memory_and_latency(capsys):
+    try:
+        status = cli.main(['bench', 'tracking', '--soak', '12', '--size', '160x120'])
+    except RuntimeError as exc:
+        pytest.skip(f'no OpenGL context on this machine: {exc}')
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['benchmark'] == 'tracking_soak'
+    assert report['frames_done'] == 12 and not report['stopped_early']
+    assert list(report['resident_mb']) == ['12'] and report['resident_mb']['12'] > 0
+    assert report['latency_ms_p99_first_minute'] > 0
+    assert cli.main(['bench', 'tracking', '--max-seconds', '5']) == 1
+    assert '--max-seconds applies to --soak N' in capsys.readouterr().err

@@ -530,7 +530,7 @@ def _targets(report):
 
 
 def soak(model=None, frames=100_000, size=(640, 480), network_every=5, seed=0,
-         device='cpu', max_seconds=None, sequence_frames=90, log=None):
+         device='cpu', max_seconds=None, sequence_frames=PERIOD_FRAMES, log=None):
     """The tracking path over `frames` frames; memory growth and latency drift, as a dict.
 
     The moving sequence is played forwards and backwards (the motion stays continuous) with
@@ -540,7 +540,7 @@ def soak(model=None, frames=100_000, size=(640, 480), network_every=5, seed=0,
     estimator = Estimator.from_bundle(model or default_model(), device=device)
     with tempfile.TemporaryDirectory() as folder:
         objects, camera = _setup(estimator, folder, size)
-        sequence = render_sequence(objects, camera, sequence_frames, True, seed)
+        sequence = render_sequence(objects, camera, min(sequence_frames, frames), True, seed)
     detector = SimulatedSymmetricDetector(objects[1], camera, seed)
     tracker = Tracker(objects, TrackerConfig(network_every=network_every))
     order = list(range(len(sequence.frames))) + list(range(len(sequence.frames) - 2, 0, -1))
