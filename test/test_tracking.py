@@ -336,10 +336,11 @@ def test_what_detect_raises_leaves_the_tracker_as_it_was():
     def broken():
         raise RuntimeError('no network today')
 
-    with pytest.raises(RuntimeError):
-        tracker.step(IMAGE, CAMERA, 1.0, broken)
-    after = (tracker.frames, tracker.tracks[0].filter.stamp, tracker.tracks[0].filter.p)
-    assert before[:2] == after[:2] and np.array_equal(before[2], after[2])
+    for stamp in (1.0, -1.0):  # a later frame, and one that would start over
+        with pytest.raises(RuntimeError):
+            tracker.step(IMAGE, CAMERA, stamp, broken)
+        after = (tracker.frames, tracker.tracks[0].filter.stamp, tracker.tracks[0].filter.p)
+        assert before[:2] == after[:2] and np.array_equal(before[2], after[2])
 
 
 def test_the_network_runs_every_n_frames_when_nothing_is_followed():

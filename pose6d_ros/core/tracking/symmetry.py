@@ -60,7 +60,7 @@ def symmetric_angle(pose, reference, symmetries):
 
 
 def _best_about_axis(pose, R_ref, axis, offset):
-    """pose @ (rotation by the best angle about `axis` through `offset`), closest to R_ref.
+    """The pose turned by the best angle about `axis` through `offset`: closest to R_ref.
 
     trace(R_ref^T R Rot(a, theta)) = A cos(theta) + B sin(theta) + const, with
     M = R_ref^T R, A = tr(M) - a^T M a and B = tr(M [a]x); its maximum is at atan2(B, A).

@@ -177,9 +177,8 @@ class Tracker:
         start = time.perf_counter()
         stamp = float(stamp)
         gray = to_gray(image_rgb)
-        if self._last_stamp is not None and stamp < self._last_stamp:
-            self.reset()
-        same_view = (self._gray is not None and self._gray.shape == gray.shape
+        restart = self._last_stamp is not None and stamp < self._last_stamp  # time went back
+        same_view = (not restart and self._gray is not None and self._gray.shape == gray.shape
                      and camera == self._camera)
         followed = {}
         if same_view and self.config.network_every > 1:
@@ -197,6 +196,8 @@ class Tracker:
             instances = list(detect())          # may raise: nothing has changed yet
             network_s = time.perf_counter() - network_start
             self.network_reasons[reason] += 1
+        if restart:
+            self.reset()
 
         for track in self.tracks:
             track.filter.predict(stamp)
