@@ -16,7 +16,9 @@ from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet, Symmetries
 from pose6d_ros.core.geometry.poses import box_keypoints, Pose
 from pose6d_ros.core.geometry.results import ObjectPose
+from pose6d_ros.core.tracking import tracker as tracker_module
 from pose6d_ros.core.tracking.association import associate
+from pose6d_ros.core.tracking.follower import FeatureSet, FollowResult
 from pose6d_ros.core.tracking.se3_filter import (
     exp_so3,
     FilterConfig,
@@ -376,3 +378,30 @@ def test_bad_tracker_settings_are_named(values, words):
         assert word in str(error.value)
     with pytest.raises(ValueError, match='filter model'):
         FilterConfig(model='euler')
+
+
+def test_following_alone_does_not_keep_a_track_in_the_outputs(monkeypatch):
+    """A false detection confirmed twice, then followed on whatever lies there."""
+    def seed(gray, camera, pose, mesh, config=None, exclude=None):
+        return FeatureSet(np.zeros((20, 2), np.float32), np.zeros((20, 3)), pose, 20)
+
+    def follow(features, before, now, camera, predicted, config=None):
+        return FollowResult(True, features, predicted, 0.5, 0.9, 'ok')  # always "found"
+
+    monkeypatch.setattr(tracker_module, 'seed_features', seed)
+    monkeypatch.setattr(tracker_module, 'follow', follow)
+    phantom = [instance('mug', [0.1, 0.0, 0.6])]
+    tracker = Tracker(OBJECTS, TrackerConfig(network_every=5, max_coast_s=0.3, timeout_s=1.0))
+    outputs, alive = [], []
+    for i in range(40):
+        outputs.append(tracker.step(IMAGE, CAMERA, i * DT,
+                                    lambda i=i: phantom if i < 2 else []))
+        alive.append(len(tracker.tracks))
+    sources = [[o.source for o in out] for out in outputs]
+    assert sources[1] == ['network'] and sources[2] == ['tracked']  # confirmed, then followed
+    assert all(out[0].source == 'tracked' for out in outputs[2:11])
+    last = max(i for i, out in enumerate(outputs) if out)
+    assert last == 1 + 9                        # 0.3 s after the network last saw it
+    assert not any(outputs[last + 1:])
+    assert alive[last + 1:31] == [1] * (31 - last - 1)  # kept, not shown, until the timeout
+    assert alive[32:] == [0] * 8

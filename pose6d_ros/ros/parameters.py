@@ -121,8 +121,8 @@ PARAMETERS = dict([
           pipeline_field='tracking_confirm_window'),
     _spec('tracking_timeout', 1.0, 'with tracking: seconds (of image stamps) a track lives '
           'without the network seeing it', range=(0.05, 60.0), pipeline_field='tracking_timeout'),
-    _spec('tracking_max_coast', 0.5, 'with tracking: seconds a track is still published on its '
-          'predicted pose while nothing measures it (hidden, or lost in the image)',
+    _spec('tracking_max_coast', 0.5, 'with tracking: seconds a track is still published after '
+          'the network last saw it (followed in the image or predicted meanwhile)',
           range=(0.0, 60.0), pipeline_field='tracking_max_coast'),
     _spec('tracking_association_distance', 0.1, 'with tracking: metres from every track of its '
           'object beyond which an instance starts a new track', range=(0.001, 10.0),

@@ -51,7 +51,7 @@ class PipelineConfig:
     tracking_confirm_hits: int = 2        # published once seen in this many network runs ...
     tracking_confirm_window: int = 3      # ... of its last this many
     tracking_timeout: float = 1.0         # s of stamps without the network seeing it: dropped
-    tracking_max_coast: float = 0.5       # s without any measurement: no longer published
+    tracking_max_coast: float = 0.5       # s after the network last saw it: not published
     tracking_association_distance: float = 0.1  # m; farther from every track: a new track
     tracking_gate_distance: float = 0.03  # m; a farther jump is held back until confirmed
     tracking_gate_angle: float = 30.0     # degrees; the same for rotation

@@ -19,8 +19,10 @@ there; a jump is never averaged in). Unpaired instances start tentative tracks.
 
 Tracks: a track is published once the network has seen it in `confirm_hits` of its last
 `confirm_window` runs (a one-frame false detection never is), and dropped when the network
-has not seen it for `timeout_s` seconds of stamps. While nothing measures it (hidden, or
-lost by the follower) it coasts on its prediction, published for at most `max_coast_s`.
+has not seen it for `timeout_s` seconds of stamps; it is published only while the network
+has seen it within `max_coast_s` (the follower alone does not keep a track in the outputs:
+it could be following a false detection's patch of background). While nothing measures it
+(hidden, or lost by the follower) it coasts on its prediction.
 Ids count up from 0 over the tracker's life and are never reused. A stamp earlier than the
 previous frame's (a bag played again) starts over with no tracks.
 
@@ -64,7 +66,7 @@ class TrackerConfig:
     confirm_hits: int = 2           # published once the network saw it in this many ...
     confirm_window: int = 3         # ... of its last this many runs (1 and 1: at once)
     timeout_s: float = 1.0          # dropped when the network has not seen it for this long
-    max_coast_s: float = 0.5        # not published while nothing has measured it for longer
+    max_coast_s: float = 0.5        # published until the network has missed it this long
     max_distance: float = 0.1       # m; an instance farther from every track starts a new one
     gate_distance: float = 0.03     # m; a measurement this far from the prediction is a jump
     gate_angle_deg: float = 30.0    # degrees; the same for rotation (up to symmetries)
@@ -214,8 +216,7 @@ class Tracker:
         self._gray, self._camera, self._last_stamp = gray, camera, stamp
         self.frames += 1
         outputs = [self._output(track, camera, stamp) for track in self.tracks
-                   if track.confirmed
-                   and stamp - track.last_measured <= self.config.max_coast_s]
+                   if track.confirmed and stamp - track.last_seen <= self.config.max_coast_s]
         self.timings = {'network': network_s,
                         'tracker': time.perf_counter() - start - network_s}
         return outputs
