@@ -344,3 +344,41 @@ def test_pose6d_bag_cli_with_a_tiny_trained_model(learned_bundle, tiny_dataset, 
             near_truth += projection_2d(expected[0].pose, truth_pose,
                                         estimator.objects[0].keypoints, sample.camera) < 5.0
     assert near_truth >= len(samples) // 2
+
+
+def test_bag_with_tracking_runs_the_network_on_some_frames_and_names_tracks(tmp_path, capsys,
+                                                                           monkeypatch):
+    import pose6d_ros.ros.pipeline as pipeline
+
+    estimator = FrameIndexEstimator()
+    monkeypatch.setattr(pipeline, 'load_estimator', lambda *a, **k: estimator)
+    in_bag = write_bag(tmp_path / 'in', frames=6)
+    argv = ['bag', '--model', 'b', '--in', str(in_bag), '--out', str(tmp_path / 'out'),
+            '--tracking', '--network-every', '3', '--confirm', '1/1', '--no-debug-image']
+    assert cli.main(argv) == 0
+    assert estimator.seen == [0, 3]  # the box of odd frames: seen once, at frame 3
+    report = capsys.readouterr().out
+    assert 'tracking: the network ran on 2 of 6 frames' in report
+    bag = read_bag(tmp_path / 'out')
+    children = [[t.child_frame_id for t in message.transforms] for _t, message in bag['/tf'][1]]
+    assert children[:3] == [['mug_0']] * 3
+    assert children[3] == ['mug_0', 'box_1'] and children[5] == ['mug_0', 'box_1']
+    detections = [message for _t, message in bag['/pose6d/detections'][1]]
+    assert [d.id for d in detections[4].detections] == ['mug_0', 'box_1']
+    stamps = [conversions.stamp_to_ns(m.header.stamp) for m in detections]
+    assert stamps == [T0_NS + i * PERIOD_NS for i in range(6)]  # the images' stamps
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('--confirm', '4/3', 'expected 1 <= N <= M'),
+    ('--confirm', 'two', 'expected N/M'),
+    ('--gate', '0.03', 'expected METRES/DEGREES'),
+    ('--gate', '0.03/200', 'expected METRES > 0 and 0 < DEGREES <= 180'),
+    ('--network-every', '0', 'expected a positive integer'),
+])
+def test_bag_tracking_options_refuse_bad_values(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['bag', '--model', 'b', '--in', 'x', '--out', str(tmp_path / 'o'),
+                  '--tracking', option, value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -195,6 +195,38 @@ def test_transforms_child_frames_and_tf_message(types):
     np.testing.assert_allclose(back.t, [0.1, 0.2, 0.3])
 
 
+def test_tracked_instances_are_named_by_track_id_everywhere(types):
+    from dataclasses import replace
+
+    Marker = types.get('visualization_msgs/msg/Marker')
+    covariance = np.diag([1e-6, 2e-6, 9e-6, 1e-3, 2e-3, 3e-3])
+    covariance[0, 2] = covariance[2, 0] = 5e-7
+    tracked = replace(object_pose('mug', score=0.8, t=(0.1, 0.0, 0.8)), track_id=7,
+                      source='tracked', covariance=covariance)
+    also = replace(object_pose('mug', score=0.95), track_id=3, source='network',
+                   covariance=covariance)
+    untracked = object_pose('box', 1)
+    poses = [tracked, also, untracked]
+    assert conversions.instance_names(poses) == ['mug_7', 'mug_3', 'box_0']
+    frames = [t.child_frame_id for t in conversions.transforms(types, poses, header(types),
+                                                                'cam1/')]
+    assert frames == ['cam1/mug_7', 'cam1/mug_3', 'cam1/box_0']
+    detections = round_trip(types, conversions.detection3d_array(types, poses,
+                                                                 header(types))).detections
+    assert [d.id for d in detections] == ['mug_7', 'mug_3', 'box_0']
+    assert detections[0].results[0].hypothesis.class_id == 'mug'
+    assert detections[0].results[0].hypothesis.score == pytest.approx(0.8)
+    np.testing.assert_allclose(np.asarray(detections[0].results[0].pose.covariance),
+                               covariance.ravel())
+    assert not np.asarray(detections[2].results[0].pose.covariance).any()  # unknown: zeros
+    markers = round_trip(types, conversions.marker_array(types, poses, header(types))).markers
+    by_id = {m.id: m for m in markers[1:]}
+    assert sorted(by_id) == [9, 10, 21, 22, 24, 25]  # 3 * track id (+1 label); the box next
+    assert by_id[22].type == Marker.TEXT_VIEW_FACING
+    assert by_id[22].text == 'mug_7 0.80 tracked' and by_id[10].text == 'mug_3 0.95 network'
+    assert by_id[25].text == 'box 0.90'
+
+
 def test_diagnostics(types):
     Status = types.get('diagnostic_msgs/msg/DiagnosticStatus')
     msg = round_trip(types, conversions.diagnostics(

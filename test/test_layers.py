@@ -8,6 +8,7 @@ needs none of the optional dependencies. From the bottom up:
     core/data/        rendering, scenes, augmentation, BOP, synthesis
     core/nets/        networks, codecs, losses, the two methods
     core/inference/   bundles, estimator, ONNX, export, evaluation
+    core/tracking/    identities, the SE(3) filter, KLT + PnP between network runs
     core/training/    the training loop
     tools/            the `pose6d` command;  ros/  the node and the bag tool
 """
@@ -19,7 +20,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'pose6d_ros'
 LAYERS = ['core', 'core.geometry', 'core.data', 'core.nets', 'core.inference',
-          'core.training']
+          'core.tracking', 'core.training']
 
 
 def module_name(path):

@@ -246,3 +246,129 @@ def test_draw_poses_survives_objects_behind_the_camera(types):
     straddling = instance('box', 0.5, t=(0.0, 0.0, 0.02))
     out = draw_poses(image, [behind, straddling], camera)
     assert out.shape == image.shape and not image.any()
+
+
+# --- tracking ---------------------------------------------------------------------------------
+
+
+class ScriptedEstimator(FakeEstimator):
+    """Returns script[i] on its i-th call (the last one after that)."""
+
+    def __init__(self, script):
+        super().__init__([])
+        self.script = script
+
+    def __call__(self, image_rgb, camera):
+        super().__call__(image_rgb, camera)
+        return list(self.script[min(len(self.calls) - 1, len(self.script) - 1)])
+
+
+def stamped(types, message, index, period_ns=100_000_000):
+    """The message with its header stamp moved to frame `index` of a 10 Hz stream."""
+    message.header = conversions.make_header(types, STAMP_NS + index * period_ns,
+                                             message.header.frame_id)
+    return message
+
+
+def tracking_config(**values):
+    return PipelineConfig(tracking=True, tracking_confirm_hits=1, tracking_confirm_window=1,
+                          **values)
+
+
+def test_tracking_keeps_names_with_objects_not_ranks(types):
+    """Two mugs whose scores swap: by rank their names would swap too."""
+    left, right = (-0.1, 0.0, 0.5), (0.1, 0.0, 0.5)
+    script = [[instance('mug', 0.9, t=left), instance('mug', 0.6, t=right)],
+              [instance('mug', 0.6, t=left), instance('mug', 0.9, t=right)]] * 3
+    pipeline = FramePipeline(ScriptedEstimator(script),
+                             tracking_config(tracking_network_every=1, frame_prefix='cam1/'),
+                             types)
+    for index in range(len(script)):
+        result = pipeline.process(stamped(types, image_msg(types), index),
+                                  stamped(types, info_msg(types), index))
+        frames = {round(float(t.transform.translation.x), 3): t.child_frame_id
+                  for t in result.transforms()}
+        assert frames == {-0.1: 'cam1/mug_0', 0.1: 'cam1/mug_1'}, index
+        assert [d.id for d in result.detections().detections] == ['mug_0', 'mug_1']
+        assert result.network_ran
+    # Without tracking the names follow the ranks of each frame.
+    plain = FramePipeline(ScriptedEstimator(script[1:2]), PipelineConfig(), types)
+    result = plain.process(image_msg(types), info_msg(types))
+    assert {round(float(t.transform.translation.x), 3): t.child_frame_id
+            for t in result.transforms()} == {0.1: 'mug_0', -0.1: 'mug_1'}
+
+
+def test_tracking_runs_the_network_every_n_frames_and_stamps_drive_it(types):
+    estimator = ScriptedEstimator([[instance('mug', 0.9)]])
+    pipeline = FramePipeline(estimator, tracking_config(tracking_network_every=3), types)
+    ran = []
+    for index in range(7):
+        result = pipeline.process(stamped(types, image_msg(types), index),
+                                  stamped(types, info_msg(types), index))
+        ran.append(result.network_ran)
+        assert [p.instance_name for p in result.poses] == ['mug_0']
+        assert (len(result.all_poses) > 0) == result.network_ran
+        assert (result.inference_s > 0) == result.network_ran
+    assert ran == [True, False, False, True, False, False, True]
+    assert len(estimator.calls) == 3
+    assert pipeline.tracker.frames == 7
+    assert pipeline.tracker.tracks[0].filter.stamp == pytest.approx((STAMP_NS + 6e8) / 1e9)
+
+
+def test_tracking_settings_change_at_run_time(types):
+    estimator = ScriptedEstimator([[instance('mug', 0.9)]])
+    pipeline = FramePipeline(estimator, tracking_config(tracking_network_every=1), types)
+    pipeline.process(image_msg(types), info_msg(types))
+    tracker = pipeline.tracker
+    with pytest.raises(Pose6dError, match='confirm_hits must be an integer from 1 to '
+                                          r'confirm_window \(1\)'):
+        pipeline.update(tracking_confirm_hits=2)
+    with pytest.raises(Pose6dError, match="tracking_filter is 'kalman'; expected one of "
+                                          'constant_velocity, none'):
+        pipeline.update(tracking_filter='kalman')
+    with pytest.raises(Pose6dError, match='timeout_s must be a number > 0'):
+        pipeline.update(tracking_timeout=0.0)
+    # The node replaces the config in one store; the tracker keeps its tracks.
+    pipeline.config = pipeline.config.with_values(tracking_timeout=5.0, tracking_confirm_window=4)
+    result = pipeline.process(stamped(types, image_msg(types), 1),
+                              stamped(types, info_msg(types), 1))
+    assert pipeline.tracker is tracker and tracker.config.timeout_s == 5.0
+    assert [p.track_id for p in result.poses] == [0]
+    pipeline.config = pipeline.config.with_values(tracking=False)
+    result = pipeline.process(stamped(types, image_msg(types), 2),
+                              stamped(types, info_msg(types), 2))
+    assert pipeline.tracker is None and result.poses[0].track_id is None
+
+
+def test_a_failing_estimator_leaves_the_tracker_as_it_was(types):
+    class Failing(FakeEstimator):
+        def __call__(self, image_rgb, camera):
+            if len(self.calls) == 1:
+                self.calls.append(camera)
+                raise Pose6dError('the network is tired')
+            return super().__call__(image_rgb, camera)
+
+    pipeline = FramePipeline(Failing([instance('mug', 0.9)]),
+                             tracking_config(tracking_network_every=1), types)
+    pipeline.process(image_msg(types), info_msg(types))
+    before = (pipeline.tracker.frames, pipeline.tracker.tracks[0].filter.stamp)
+    with pytest.raises(FrameError, match='the network is tired'):
+        pipeline.process(stamped(types, image_msg(types), 1), stamped(types, info_msg(types), 1))
+    assert (pipeline.tracker.frames, pipeline.tracker.tracks[0].filter.stamp) == before
+    result = pipeline.process(stamped(types, image_msg(types), 2),
+                              stamped(types, info_msg(types), 2))
+    assert [p.instance_name for p in result.poses] == ['mug_0']
+
+
+def test_tracked_covariance_turns_with_the_target_frame(types):
+    pipeline = FramePipeline(ScriptedEstimator([[instance('mug', 0.9)]]),
+                             tracking_config(tracking_network_every=1), types)
+    result = pipeline.process(image_msg(types), info_msg(types))
+    R = Rotation.from_euler('x', -90, degrees=True).as_matrix()
+    moved = result.transformed(Pose(R, [1.0, 0.0, 0.3]), 'base_link')
+    turn = np.kron(np.eye(2), R)
+    np.testing.assert_allclose(moved.poses[0].covariance,
+                               turn @ result.poses[0].covariance @ turn.T)
+    message = moved.detections().detections[0].results[0].pose.covariance
+    np.testing.assert_allclose(np.asarray(message).reshape(6, 6), moved.poses[0].covariance)
+    assert moved.poses[0].covariance[2, 2] != pytest.approx(result.poses[0].covariance[2, 2])

@@ -6,6 +6,8 @@ writes a new bag holding every input topic plus `<ns>/poses`, `<ns>/detections`,
 `<ns>/markers`, `/tf` and `<ns>/debug_image`, each output at the receive time of its image.
 The bag is written under a temporary name beside the output and moved into place at the end;
 an existing output is replaced only with `force`. `pose6d bag` (tools/cli.py) is the command.
+With `config.tracking` the same tracker as the node's runs over the bag, on the images'
+header stamps, so a bag filters as the live camera would.
 
 This module never imports rclpy.
 """
@@ -54,6 +56,8 @@ class BagSummary:
     frames: int = 0                 # images read on the image topic
     processed: int = 0              # frames that went through the estimator
     instances: int = 0              # kept object instances over all frames
+    network_runs: int = 0           # frames the estimator ran on (all, without tracking)
+    sources: Counter = field(default_factory=Counter)        # with tracking: pose source -> n
     errors: Counter = field(default_factory=Counter)          # FrameError reason -> count
     first_errors: dict = field(default_factory=dict)         # reason -> first message
     not_copied: list = field(default_factory=list)           # input topics left out, why
@@ -66,6 +70,11 @@ class BagSummary:
         """A few human-readable lines."""
         lines = [f'{self.frames} frames, {self.processed} processed, {self.skipped} skipped, '
                  f'{self.instances} object instances -> {self.out_bag} ({self.storage})']
+        if self.sources:
+            lines.append(f'  tracking: the network ran on {self.network_runs} of '
+                         f'{self.processed} frames; poses by source: '
+                         + ', '.join(f'{n} {source}' for source, n in sorted(
+                             self.sources.items())))
         for reason, count in self.errors.most_common():
             lines.append(f'  skipped {count}x: {self.first_errors[reason]}')
         for note in self.not_copied:
@@ -260,6 +269,9 @@ def _process(reader, writer, copies, outputs, pipeline, types, infos, image_topi
                 continue
             summary.processed += 1
             summary.instances += len(result.poses)
+            summary.network_runs += result.network_ran
+            if pipeline.tracker is not None:
+                summary.sources.update(pose.source for pose in result.poses)
             _write_outputs(writer, outputs, types, result, timestamp)
 
 

@@ -292,13 +292,26 @@ def box_centre_pose_msg(types, obj):
 
 
 def instance_names(objects):
-    """'<object>_<k>' per instance, k counting the instances of that object in the list."""
+    """'<object>_<id>' per instance: its track id when tracked (stable over frames), else k.
+
+    k counts the untracked instances of that object in the list (its rank in this frame).
+    """
     counts, names = {}, []
     for obj in objects:
+        if obj.track_id is not None:
+            names.append(obj.instance_name)
+            continue
         k = counts.get(obj.object_name, 0)
         counts[obj.object_name] = k + 1
         names.append(f'{obj.object_name}_{k}')
     return names
+
+
+def _covariance(obj):
+    """The 36 row-major values of PoseWithCovariance: the tracker's, else zeros (unknown)."""
+    if obj.covariance is None:
+        return np.zeros(36)
+    return np.asarray(obj.covariance, dtype=np.float64).reshape(36)
 
 
 # --- output messages -------------------------------------------------------------------------
@@ -315,14 +328,17 @@ def detection3d_array(types, objects, header):
 
     The hypothesis pose is T_cam_obj (the object frame's origin); the bounding box is centred
     on the box centre with the object's orientation, size = the object's box size. The
-    detection id is the instance name '<object>_<k>' (the TF child frame without prefix).
+    detection id is the instance name '<object>_<k>' (the TF child frame without prefix),
+    '<object>_<track id>' for a tracked instance, whose hypothesis pose also carries the
+    tracker's covariance (x, y, z, rotation about x, y, z; zeros when untracked) and whose
+    score is its quality.
     """
     detections = []
     for obj, name in zip(objects, instance_names(objects)):
         hypothesis = types.new('vision_msgs/msg/ObjectHypothesis', class_id=obj.object_name,
                                score=float(obj.score))
         pose = types.new('geometry_msgs/msg/PoseWithCovariance',
-                         pose=object_pose_msg(types, obj))
+                         pose=object_pose_msg(types, obj), covariance=_covariance(obj))
         result = types.new('vision_msgs/msg/ObjectHypothesisWithPose', hypothesis=hypothesis,
                            pose=pose)
         bbox = types.new('vision_msgs/msg/BoundingBox3D', center=box_centre_pose_msg(types, obj),
@@ -348,7 +364,9 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
 
     The array starts with a DELETEALL of the namespace (when `delete_all`; type LINE_LIST)
     so boxes of objects no longer seen vanish, and every marker also has `lifetime_s` (0:
-    forever). Marker ids: 3 * i + (0 box, 1 label, 2 mesh) for instance i. The box's points
+    forever). Marker ids: 3 * i + (0 box, 1 label, 2 mesh), i = a tracked instance's track id
+    (stable over frames), for the others their count in the list (after the largest track
+    id); a tracked instance's label is '<object>_<track id> <score> <source>'. The box's points
     are in the object frame and the marker pose is T_cam_obj. The label sits above the box
     centre along `label_up` (a unit vector in the header's frame; the default is "up" in an
     optical camera frame, whose y points down). `mesh_resources` maps object names to (uri,
@@ -366,7 +384,14 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
                                  type=constant(Marker, 'LINE_LIST'),
                                  action=constant(Marker, 'DELETEALL')))
     label_up = np.asarray(label_up, dtype=np.float64)
-    for i, obj in enumerate(objects):
+    # Untracked instances count on after the largest track id, so that ids never collide.
+    next_free = 1 + max((int(o.track_id) for o in objects if o.track_id is not None),
+                        default=-1)
+    for obj in objects:
+        if obj.track_id is None:
+            i, next_free = next_free, next_free + 1
+        else:
+            i = int(obj.track_id)
         r, g, b = PALETTE[int(obj.class_id) % len(PALETTE)]
         color = types.new('std_msgs/msg/ColorRGBA', r=r, g=g, b=b, a=1.0)
         pose = object_pose_msg(types, obj)
@@ -384,7 +409,7 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
             pose=_pose(types, centre + label_up * (0.6 * size + text_height),
                        (0.0, 0.0, 0.0, 1.0)),
             scale=_point(types, (0.0, 0.0, text_height), 'geometry_msgs/msg/Vector3'),
-            color=color, text=f'{obj.object_name} {float(obj.score):.2f}', **common))
+            color=color, text=obj.label(), **common))
         if mesh_resources and obj.object_name in mesh_resources:
             uri, scale = mesh_resources[obj.object_name]
             mesh_color = types.new('std_msgs/msg/ColorRGBA', r=r, g=g, b=b, a=0.6)

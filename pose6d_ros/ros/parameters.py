@@ -108,6 +108,38 @@ PARAMETERS = dict([
           range=(0.0, 60.0), pipeline_field='marker_lifetime'),
     _spec('mesh_markers', False, 'add MESH_RESOURCE markers for objects with a mesh file',
           pipeline_field='mesh_markers'),
+    _spec('tracking', False, 'track objects over frames: stable ids in TF frames '
+          '<frame_prefix><object>_<track id>, filtered poses, new tracks published once '
+          'confirmed, and poses followed in the image (KLT + PnP) between network runs',
+          pipeline_field='tracking'),
+    _spec('tracking_network_every', 5, 'with tracking: run the network every this many frames '
+          '(sooner when a track needs it); 1 = every frame, no following in the image',
+          range=(1, 100), pipeline_field='tracking_network_every'),
+    _spec('tracking_confirm_hits', 2, 'with tracking: a new track is published once the '
+          'network has seen it in this many of its last tracking_confirm_window runs '
+          '(1 = at once)', range=(1, 20), pipeline_field='tracking_confirm_hits'),
+    _spec('tracking_confirm_window', 3, 'with tracking: the network runs over which '
+          'tracking_confirm_hits are counted', range=(1, 20),
+          pipeline_field='tracking_confirm_window'),
+    _spec('tracking_timeout', 1.0, 'with tracking: seconds (of image stamps) a track lives '
+          'without the network seeing it', range=(0.05, 60.0), pipeline_field='tracking_timeout'),
+    _spec('tracking_max_coast', 0.5, 'with tracking: seconds a track is still published after '
+          'the network last saw it (followed in the image or predicted meanwhile)',
+          range=(0.0, 60.0), pipeline_field='tracking_max_coast'),
+    _spec('tracking_association_distance', 0.1, 'with tracking: metres from every track of its '
+          'object beyond which an instance starts a new track', range=(0.001, 10.0),
+          pipeline_field='tracking_association_distance'),
+    _spec('tracking_gate_distance', 0.03, 'with tracking: a measurement this many metres from '
+          'the predicted pose is a jump, held back until the network confirms it',
+          range=(0.001, 10.0), pipeline_field='tracking_gate_distance'),
+    _spec('tracking_gate_angle', 30.0, 'with tracking: the same in degrees of rotation (up to '
+          "the object's symmetries)", range=(1.0, 180.0), pipeline_field='tracking_gate_angle'),
+    _spec('tracking_filter', 'constant_velocity', 'with tracking: the pose filter, '
+          "'constant_velocity' (Kalman filter on position and rotation) or 'none' (the last "
+          'measurement)', choices=('constant_velocity', 'none'), pipeline_field='tracking_filter'),
+    _spec('tracking_min_quality', 0.5, 'with tracking: a pose followed in the image with a '
+          'quality below this runs the network on the next frame', range=(0.0, 1.0),
+          pipeline_field='tracking_min_quality'),
     _spec('diagnostics_period', 1.0, 'seconds between /diagnostics messages; needs a restart',
           read_only=True, range=(0.1, 60.0)),
     _spec('dropped_frames_warning', 0.1, '/diagnostics says WARN when more than this share of '

@@ -1,9 +1,15 @@
 """The per-frame pipeline shared by the node and the bag tool (no rclpy here).
 
 image + camera_info messages -> checks -> RGB array + CameraModel -> estimator -> filters ->
-`FrameResult`, whose output messages are built only when asked for (the debug overlay, the
-most expensive, only when someone listens). A bad frame raises `FrameError` with one clear
-message and produces no output; the pipeline keeps no state that a bad frame could spoil.
+[tracker] -> `FrameResult`, whose output messages are built only when asked for (the debug
+overlay, the most expensive, only when someone listens). A bad frame raises `FrameError` with
+one clear message and produces no output; the pipeline keeps no state that a bad frame could
+spoil (the tracker is left as it was).
+
+With `tracking` on, the kept instances go through a `Tracker` (core/tracking) fed with the
+image header's stamp: the outputs are its confirmed tracks, named `<object>_<track id>`, and
+the network runs only on the frames the tracker asks for (every `tracking_network_every`
+frames, or sooner when a track needs it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import numpy as np
 from pose6d_ros.core.errors import CameraError, Pose6dError
 from pose6d_ros.core.geometry import draw
 from pose6d_ros.core.geometry.poses import Pose
+from pose6d_ros.core.tracking.se3_filter import MODELS
+from pose6d_ros.core.tracking.tracker import Tracker, TrackerConfig
 from pose6d_ros.ros import conversions
 from pose6d_ros.ros.errors import FrameError
 
@@ -37,6 +45,18 @@ class PipelineConfig:
     marker_lifetime: float = 0.5          # s; 0 keeps markers until the next DELETEALL
     line_width: float = 0.005             # m, box edges in RViz
     mesh_markers: bool = False            # add MESH_RESOURCE markers for objects with a mesh
+    # Tracking (core/tracking/tracker.py explains each; TrackerConfig has the same defaults).
+    tracking: bool = False                # off: every frame through the network, as alone
+    tracking_network_every: int = 5       # frames between network runs; 1: every frame
+    tracking_confirm_hits: int = 2        # published once seen in this many network runs ...
+    tracking_confirm_window: int = 3      # ... of its last this many
+    tracking_timeout: float = 1.0         # s of stamps without the network seeing it: dropped
+    tracking_max_coast: float = 0.5       # s after the network last saw it: not published
+    tracking_association_distance: float = 0.1  # m; farther from every track: a new track
+    tracking_gate_distance: float = 0.03  # m; a farther jump is held back until confirmed
+    tracking_gate_angle: float = 30.0     # degrees; the same for rotation
+    tracking_filter: str = 'constant_velocity'  # or 'none'
+    tracking_min_quality: float = 0.5     # a followed pose below this asks for the network
 
     def validated(self, object_names=None):
         """This config, or a Pose6dError naming the bad value and what is expected."""
@@ -60,7 +80,29 @@ class PipelineConfig:
             raise Pose6dError(f'marker_lifetime must be >= 0 s; got {self.marker_lifetime!r}')
         if not (isinstance(self.line_width, (int, float)) and self.line_width > 0):
             raise Pose6dError(f'line_width must be > 0 m; got {self.line_width!r}')
+        self.tracker_config()
         return self
+
+    def tracker_config(self):
+        """The TrackerConfig of the tracking_* fields; Pose6dError naming a bad one."""
+        if self.tracking_filter not in MODELS:
+            raise Pose6dError(f'tracking_filter is {self.tracking_filter!r}; expected one of '
+                              f'{", ".join(MODELS)}')
+        try:
+            base = TrackerConfig()
+            return base.with_values(
+                network_every=self.tracking_network_every,
+                confirm_hits=self.tracking_confirm_hits,
+                confirm_window=self.tracking_confirm_window,
+                timeout_s=self.tracking_timeout,
+                max_coast_s=self.tracking_max_coast,
+                max_distance=self.tracking_association_distance,
+                gate_distance=self.tracking_gate_distance,
+                gate_angle_deg=self.tracking_gate_angle,
+                min_quality=self.tracking_min_quality,
+                filter=replace(base.filter, model=self.tracking_filter))
+        except ValueError as exc:
+            raise Pose6dError(f'tracking settings: {exc}') from None
 
     def with_values(self, **values):
         """A copy with some fields changed (unknown names are a Pose6dError)."""
@@ -93,10 +135,14 @@ def transform_object_pose(obj, T_target_cam):
     """The ObjectPose with its pose expressed in another frame.
 
     T_target_obj = T_target_cam @ T_cam_obj (pixels are untouched: they stay camera-image
-    pixels).
+    pixels); a tracked pose's covariance is turned into the target frame as well.
     """
     T_target_obj = T_target_cam @ obj.pose
-    return replace(obj, R=T_target_obj.R, t=T_target_obj.t)
+    covariance = obj.covariance
+    if covariance is not None:  # position and rotation vector both turn with the frame
+        turn = np.kron(np.eye(2), T_target_cam.R)
+        covariance = turn @ np.asarray(covariance) @ turn.T
+    return replace(obj, R=T_target_obj.R, t=T_target_obj.t, covariance=covariance)
 
 
 @dataclass
@@ -104,7 +150,9 @@ class FrameResult:
     """The kept instances of one frame and the messages built from them, on request.
 
     `poses` are in the frame of `header` (the camera's optical frame, or the node's
-    target_frame after `transformed`); `camera_poses` always in the camera frame.
+    target_frame after `transformed`); `camera_poses` always in the camera frame. With
+    tracking, they are the confirmed tracks (by track id) and `all_poses` is empty on the
+    frames where the network did not run (`network_ran`).
     """
 
     header: object                  # std_msgs/Header of the outputs (image stamp, frame id)
@@ -119,6 +167,7 @@ class FrameResult:
     mesh_resources: dict = field(repr=False, default_factory=dict)
     label_up: tuple = (0.0, -1.0, 0.0)  # "up" in the header's frame, for marker labels
     camera_header: object = None    # the header in the camera frame (TF, debug image)
+    network_ran: bool = True        # False on frames the tracker followed without it
 
     def __post_init__(self):
         if self.camera_header is None:
@@ -187,6 +236,7 @@ class FramePipeline:
         self.mesh_resources = mesh_resources
         self._camera_key = None
         self._camera = None
+        self._tracker = None
 
     def update(self, **values):
         """Change settings at run time; a Pose6dError (and no change) for a bad value."""
@@ -214,24 +264,58 @@ class FramePipeline:
                 f'image is {width}x{height} but camera_info is for {camera.width}x'
                 f'{camera.height}; expected the same size (camera_info of another camera or '
                 'resolution?)', 'size')
-        start = time.perf_counter()
-        try:
-            found = list(self.estimator(image_rgb, camera))
-        except CameraError as exc:
-            raise FrameError(f'camera_info: {exc}', 'camera_info') from None
-        except Pose6dError as exc:
-            raise FrameError(str(exc), 'estimator') from None
-        inference_s = time.perf_counter() - start
+        config = self.config  # one read: the node may replace it from another thread
+        tracker = self._tracker_for(config)
+        runs = []  # what the estimator returned, when it ran
+
+        def detect():
+            start = time.perf_counter()
+            try:
+                found = list(self.estimator(image_rgb, camera))
+            except CameraError as exc:
+                raise FrameError(f'camera_info: {exc}', 'camera_info') from None
+            except Pose6dError as exc:
+                raise FrameError(str(exc), 'estimator') from None
+            runs.append((found, time.perf_counter() - start))
+            return filter_poses(found, config)
+
+        if tracker is None:
+            kept = detect()
+        else:
+            stamp_s = conversions.stamp_to_ns(image_msg.header.stamp) / 1e9
+            kept = [p for p in tracker.step(image_rgb, camera, stamp_s, detect)
+                    if not config.objects or p.object_name in config.objects]
+        found, inference_s = runs[0] if runs else ([], 0.0)
         frame_id = image_msg.header.frame_id or info_msg.header.frame_id
         header = conversions.copy_header(self.types, image_msg.header, frame_id)
-        kept = filter_poses(found, self.config)
         mesh_resources = self.mesh_resources
-        if mesh_resources is None and self.config.mesh_markers:
+        if mesh_resources is None and config.mesh_markers:
             mesh_resources = self.mesh_resources = _mesh_resources(self.estimator)
         return FrameResult(header=header, camera=camera, image_rgb=image_rgb, poses=kept,
                            camera_poses=kept, all_poses=found, inference_s=inference_s,
-                           types=self.types, config=self.config,
-                           mesh_resources=mesh_resources or {})
+                           types=self.types, config=config,
+                           mesh_resources=mesh_resources or {}, network_ran=bool(runs))
+
+    @property
+    def tracker(self):
+        """The Tracker while tracking is on (None otherwise)."""
+        return self._tracker
+
+    def _tracker_for(self, config):
+        """The tracker for `config`: made when tracking turns on, given new settings."""
+        if not config.tracking:
+            self._tracker = None
+            return None
+        wanted = config.tracker_config()
+        if self._tracker is None:
+            objects = getattr(self.estimator, 'objects', None)
+            if objects is None:
+                raise FrameError('tracking needs the estimator\'s object set (objects); this '
+                                 'estimator has none', 'estimator')
+            self._tracker = Tracker(objects, wanted)
+        elif self._tracker.config != wanted:
+            self._tracker.configure(wanted)
+        return self._tracker
 
 
 def load_estimator(bundle, device='auto', compile_network=False, cpu_threads=0, onnx=''):

@@ -19,6 +19,8 @@ from pose6d_ros.core.data.synth import bench_synth
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.tools import cli_calibrate, cli_demo, cli_tools, cli_train, selfcheck
+from pose6d_ros.tools.cli_args import gate as _gate
+from pose6d_ros.tools.cli_args import hits_of_window as _hits_of_window
 from pose6d_ros.tools.cli_args import id_list as _id_list
 from pose6d_ros.tools.cli_args import non_negative_int as _non_negative_int
 from pose6d_ros.tools.cli_args import positive_float as _positive_float
@@ -99,6 +101,31 @@ def build_parser():
     bench_synth.add_argument('--image-format', choices=('jpg', 'png'), default='jpg',
                              help='rgb image files, as synth (default: jpg)')
     bench_synth.set_defaults(run=_run_bench_synth)
+    tracking = benches.add_parser(
+        'tracking', help='tracking off and on side by side on rendered sequences with ground '
+                         'truth (ADD, jitter, identity switches, false tracks, rate), JSON',
+        description='Renders a moving and a static sequence (two demo boxes found by the '
+                    'model, a symmetric box found by a simulated detector, a passing ball) '
+                    'and runs them with tracking off, with tracking and the network on every '
+                    'frame, and with the network every --network-every frames. --soak N runs '
+                    'the tracking path for N frames instead (memory and latency drift).')
+    tracking.add_argument('--model', metavar='BUNDLE',
+                          help='model bundle (default: the bundled demo model)')
+    tracking.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
+    tracking.add_argument('--frames', type=_positive_int, default=90,
+                          help='frames per sequence, at 30 fps (default: 90)')
+    tracking.add_argument('--size', type=_size, default=(640, 480), metavar='WxH',
+                          help='image size (default: 640x480)')
+    tracking.add_argument('--network-every', type=_positive_int, default=5, metavar='N',
+                          help='run the network every N frames on the tracking path '
+                               '(default: 5)')
+    tracking.add_argument('--seed', type=_non_negative_int, default=0)
+    tracking.add_argument('--soak', type=_positive_int, metavar='N',
+                          help='instead: the tracking path over N frames; resident memory '
+                               'and latency p99 over time')
+    tracking.add_argument('--max-seconds', type=_positive_float, metavar='S',
+                          help='with --soak: stop after S seconds (the report says so)')
+    tracking.set_defaults(run=_run_bench_tracking)
 
     synth = commands.add_parser(
         'synth', help='render a synthetic BOP-format training set from meshes',
@@ -191,6 +218,25 @@ def build_parser():
     bag.add_argument('--no-debug-image', action='store_true',
                      help='do not write the overlay images (a much smaller bag)')
     bag.add_argument('--force', action='store_true', help='overwrite an existing output bag')
+    bag_tracking = bag.add_argument_group(
+        'tracking', 'the node\'s tracker over the bag, on the image stamps (docs/ros.md, '
+                    '"Tracking"); each option is the node parameter tracking_<name>')
+    bag_tracking.add_argument('--tracking', action='store_true',
+                          help='track objects: stable ids <object>_<track id>, filtered poses, '
+                               'confirmation, KLT + PnP between network runs')
+    bag_tracking.add_argument('--network-every', type=_positive_int, default=5, metavar='N',
+                          help='with --tracking: the network every N frames (default: 5)')
+    bag_tracking.add_argument('--confirm', type=_hits_of_window, default=(2, 3), metavar='N/M',
+                          help='with --tracking: publish a track once seen in N of its last M '
+                               'network runs (default: 2/3)')
+    bag_tracking.add_argument('--track-timeout', type=_positive_float, default=1.0, metavar='S',
+                          help='with --tracking: drop a track unseen for S seconds (default: 1)')
+    bag_tracking.add_argument('--gate', type=_gate, default=(0.03, 30.0), metavar='M/DEG',
+                          help='with --tracking: a jump beyond M metres or DEG degrees is held '
+                               'back until confirmed (default: 0.03/30)')
+    bag_tracking.add_argument('--track-filter', choices=('constant_velocity', 'none'),
+                          default='constant_velocity',
+                          help='with --tracking: the pose filter (default: constant_velocity)')
     bag.set_defaults(run=_run_bag)
     return parser
 
@@ -247,6 +293,25 @@ def _run_bench_pnp(args):
     return 0
 
 
+def _run_bench_tracking(args):
+    from pose6d_ros.tools import bench_tracking  # deferred: torch and OpenGL
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    if args.max_seconds is not None and args.soak is None:
+        raise Pose6dError('--max-seconds applies to --soak N; add --soak or drop it')
+    if args.soak is not None:
+        report = bench_tracking.soak(args.model, args.soak, args.size, args.network_every,
+                                     args.seed, args.device, args.max_seconds, log=log)
+    else:
+        report = bench_tracking.bench_tracking(args.model, args.frames, args.size,
+                                               args.network_every, args.seed, args.device,
+                                               log=log)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _run_bench_synth(args):
 
     width, height = args.size
@@ -281,9 +346,16 @@ def _run_bag(args):
     from pose6d_ros.ros.bag import run_bag
     from pose6d_ros.ros.pipeline import load_estimator, PipelineConfig
 
+    hits, window = args.confirm
     config = PipelineConfig(min_score=args.min_score,
                             max_reprojection_error=args.max_reprojection_error,
-                            objects=tuple(args.objects))
+                            objects=tuple(args.objects), tracking=args.tracking,
+                            tracking_network_every=args.network_every,
+                            tracking_confirm_hits=hits, tracking_confirm_window=window,
+                            tracking_timeout=args.track_timeout,
+                            tracking_gate_distance=args.gate[0],
+                            tracking_gate_angle=args.gate[1],
+                            tracking_filter=args.track_filter)
     config.validated()
     estimator = load_estimator(args.model, args.device, onnx=args.onnx or '')
     print(f'pose6d bag: model {args.model} on {getattr(estimator, "device", "?")} with '

@@ -70,3 +70,27 @@ def id_list(text):
     if not ids or min(ids) < 0:
         raise argparse.ArgumentTypeError(f'expected non-negative integer ids; got {text!r}')
     return ids
+
+
+def hits_of_window(text):
+    """'2/3' -> (2, 3): N hits of the last M network runs, 1 <= N <= M."""
+    try:
+        hits, window = (int(v) for v in text.split('/'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected N/M, e.g. 2/3; got {text!r}') from None
+    if not 1 <= hits <= window:
+        raise argparse.ArgumentTypeError(f'expected 1 <= N <= M; got {text!r}')
+    return hits, window
+
+
+def gate(text):
+    """'0.03/30' -> (0.03 metres, 30.0 degrees), both > 0."""
+    try:
+        metres, degrees = (float(v) for v in text.split('/'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected METRES/DEGREES, e.g. 0.03/30; got '
+                                         f'{text!r}') from None
+    if not (metres > 0 and 0 < degrees <= 180):
+        raise argparse.ArgumentTypeError(f'expected METRES > 0 and 0 < DEGREES <= 180; got '
+                                         f'{text!r}')
+    return metres, degrees

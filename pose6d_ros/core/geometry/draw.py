@@ -39,7 +39,7 @@ def draw_poses(image_rgb, poses, camera, thickness=2, axes=True, labels=True):
         if labels:
             anchor = label_anchor(corners, obj.box)
             if anchor is not None:
-                draw_label(out, f'{obj.object_name} {float(obj.score):.2f}', anchor, color)
+                draw_label(out, obj.label(), anchor, color)
     return out
 
 

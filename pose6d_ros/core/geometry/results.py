@@ -28,6 +28,23 @@ class ObjectPose:
     inliers: int                  # keypoints that agreed with the pose
     box_size: np.ndarray = field(default_factory=lambda: np.zeros(3))    # object box, metres
     box_centre: np.ndarray = field(default_factory=lambda: np.zeros(3))  # in the object frame
+    # Set by the tracker (core/tracking): the instance's identity for its life, where the
+    # pose comes from ('network', 'tracked' or 'predicted'; `score` is then its quality), and
+    # the 6x6 covariance of (x, y, z, rotation about x, y, z), camera frame, or None.
+    track_id: int | None = None
+    source: str = 'network'
+    covariance: np.ndarray | None = None
+
+    @property
+    def instance_name(self):
+        """'<object>_<track id>' of a tracked instance; None for an untracked one."""
+        return None if self.track_id is None else f'{self.object_name}_{self.track_id}'
+
+    def label(self):
+        """'<object> <score>'; a tracked one: '<object>_<track id> <score> <source>'."""
+        if self.track_id is None:
+            return f'{self.object_name} {float(self.score):.2f}'
+        return f'{self.instance_name} {float(self.score):.2f} {self.source}'
 
     @property
     def pose(self):
@@ -46,8 +63,8 @@ class ObjectPose:
         return self.pose.transform(corners)
 
     def to_dict(self):
-        """Plain JSON-ready values (quaternion in x, y, z, w order)."""
-        return {
+        """Plain JSON-ready values (quaternion in x, y, z, w order); tracking fields if tracked."""
+        data = {
             'object_name': self.object_name,
             'class_id': int(self.class_id),
             'object_id': int(self.object_id),
@@ -62,3 +79,8 @@ class ObjectPose:
             'box_size': np.asarray(self.box_size, dtype=float).tolist(),
             'box_centre': np.asarray(self.box_centre, dtype=float).tolist(),
         }
+        if self.track_id is not None:
+            data.update(track_id=int(self.track_id), source=self.source,
+                        covariance=(None if self.covariance is None
+                                    else np.asarray(self.covariance, dtype=float).tolist()))
+        return data
