@@ -182,3 +182,14 @@ def test_val_fraction_is_a_flag(tmp_path, capsys):
     config = yaml.safe_dump({'val_fraction': 0.25})
     (tmp_path / 'c.yaml').write_text(config)
     assert train_module.load_config(tmp_path / 'c.yaml').val_fraction == 0.25
+
+
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_sessions(tiny_dataset, tmp_path):
+    run = tmp_path / 'run'
+    assert _train(tiny_dataset, run, '--epochs', '1') == 0
+    first = torch.load(run / 'checkpoint.pt', weights_only=True)['seconds']
+    assert first > 0
+    assert _train(tiny_dataset, run, '--epochs', '2', '--resume') == 0
+    state = torch.load(run / 'checkpoint.pt', weights_only=True)
+    assert state['epoch'] == 2 and state['seconds'] > first
+    assert load_bundle(run / 'bundle').card['training']['seconds'] >= round(state['seconds'], 1)

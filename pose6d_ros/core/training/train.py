@@ -326,7 +326,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     use_amp = config.amp and device.startswith('cuda')
     scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
 
-    start_epoch, iteration = 0, 0
+    start_epoch, iteration, earlier_seconds = 0, 0, 0.0
     if resume:
         state = load_checkpoint(checkpoint_path, device, '--resume')
         network.load_state_dict(state['model'])
@@ -334,11 +334,13 @@ def _train(config, out, resume, progress, rank, distributed, device):
         scheduler.load_state_dict(state['scheduler'])
         scaler.load_state_dict(state['scaler'])
         start_epoch, iteration = state['epoch'], state['iteration']
+        earlier_seconds = float(state.get('seconds', 0.0))  # older checkpoints lack it
 
     total = planned_iterations(config, len(loader))
     val_every = validation_interval(config, len(loader))
     log = TrainingLog(out / LOG, enabled=rank == 0)
-    started = time.time()
+    # The run's training time so far: a resumed run counts its earlier sessions too.
+    started = time.time() - earlier_seconds
     last_metrics, recent_losses = {}, collections.deque(maxlen=FINAL_LOSS_ITERATIONS)
     epochs_run = start_epoch
     bar = _progress(total, iteration, enabled=progress and rank == 0)
@@ -386,7 +388,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
             finished = epoch + 1 == config.epochs or iteration >= total
             if rank == 0:
                 _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler,
-                                 epoch + 1, iteration, config)
+                                 epoch + 1, iteration, config, time.time() - started)
                 if len(val_view) and (finished or (val_every and (epoch + 1) % val_every == 0)):
                     estimator = Estimator(network, method, objects, config.input_size,
                                           normalisation, device=device)
@@ -615,11 +617,13 @@ def _setup_distributed():
     return True
 
 
-def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iteration, config):
+def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iteration, config,
+                     seconds):
     temporary = path.with_suffix('.tmp')
     torch.save({'model': network.state_dict(), 'optimizer': optimizer.state_dict(),
                 'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict(),
-                'epoch': epoch, 'iteration': iteration, 'config': _plain(asdict(config)),
+                'epoch': epoch, 'iteration': iteration, 'seconds': seconds,
+                'config': _plain(asdict(config)),
                 'network': network.config_dict()}, temporary)
     os.replace(temporary, path)
 
