@@ -99,6 +99,10 @@ class TrainConfig:
     out: str = ''                    # run directory
     input_size: tuple | None = None  # network input (width, height); None: the paper's
     train_crop: tuple | None = None  # keypoints: train on windows of this size around an object
+    # With train_crop: the share of windows of images with objects that is cut anywhere in the
+    # input instead of around an object (data/training.py says why). Images without objects
+    # always give a window anywhere.
+    background_crops: float = 0.0
     init_weights: str | None = None  # start from these weights (a bundle or checkpoint.pt)
     # ImageNet weights for the backbone: a file (pretrained.py lists the layouts), 'none', or
     # 'auto': the installed EfficientNet-Lite0 file for that backbone, random for the others.
@@ -176,6 +180,12 @@ def load_config(path=None, overrides=None):
         if any(c > i for c, i in zip(config.train_crop, input_size)):
             raise Pose6dError(f'train_crop {config.train_crop} must fit in the input size '
                               f'{tuple(input_size)}')
+    share = config.background_crops
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise Pose6dError(f'background_crops must be a number in [0, 1]; got {share!r}')
+    if share and config.train_crop is None:
+        raise Pose6dError('background_crops is a share of the train_crop windows; set '
+                          'train_crop too (or leave background_crops at 0)')
     return config
 
 
@@ -308,7 +318,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     normalisation = network.input_normalisation()
     samples = PoseSamples(train_view, objects, config.input_size, method.targets,
                           normalisation, AugmentConfig(enabled=config.augment), config.seed,
-                          crop=config.train_crop)
+                          crop=config.train_crop, background_crops=config.background_crops)
     sampler = (torch.utils.data.distributed.DistributedSampler(samples, seed=config.seed)
                if distributed else None)
     loader = torch.utils.data.DataLoader(
