@@ -4,6 +4,10 @@ image + camera_info messages -> checks -> RGB array + CameraModel -> estimator -
 `FrameResult`, whose output messages are built only when asked for (the debug overlay, the
 most expensive, only when someone listens). A bad frame raises `FrameError` with one clear
 message and produces no output; the pipeline keeps no state that a bad frame could spoil.
+
+The score threshold (`min_score`) is the user's when given, else the model's own: the
+`min_score` of its card (set by `pose6d calibrate-scores` from a measured precision and
+false-positive rate), else FALLBACK_MIN_SCORE.
 """
 
 from __future__ import annotations
@@ -23,13 +27,18 @@ from pose6d_ros.ros.errors import FrameError
 
 # tf2 frame ids: no whitespace, no leading slash (tf2 rejects those).
 _FRAME_PREFIX = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
+# min_score meaning "the model's default" (a ROS parameter has no "unset"), and the threshold
+# of a model whose card sets none (the node's default before cards had one).
+MODEL_MIN_SCORE = -1.0
+FALLBACK_MIN_SCORE = 0.5
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """What to keep and how to publish it; every field is a runtime parameter of the node."""
 
-    min_score: float = 0.5                # keep instances with score >= this, in [0, 1]
+    min_score: float = MODEL_MIN_SCORE    # keep instances with score >= this, in [0, 1];
+    #                                       -1: the model's default (resolve_min_score)
     max_reprojection_error: float = 0.0   # px; keep error <= this; 0 disables the check
     objects: tuple = ()                   # object names to keep; empty keeps all
     frame_prefix: str = ''                # TF child frame = <prefix><object>_<k>
@@ -40,8 +49,10 @@ class PipelineConfig:
 
     def validated(self, object_names=None):
         """This config, or a Pose6dError naming the bad value and what is expected."""
-        if not (isinstance(self.min_score, (int, float)) and 0.0 <= self.min_score <= 1.0):
-            raise Pose6dError(f'min_score must be a number in [0, 1]; got {self.min_score!r}')
+        if not (isinstance(self.min_score, (int, float)) and (
+                0.0 <= self.min_score <= 1.0 or self.min_score == MODEL_MIN_SCORE)):
+            raise Pose6dError(f'min_score must be a number in [0, 1], or {MODEL_MIN_SCORE:g} '
+                              f'for the model\'s default; got {self.min_score!r}')
         error = self.max_reprojection_error
         if not (isinstance(error, (int, float)) and error >= 0.0 and not math.isnan(error)):
             raise Pose6dError('max_reprojection_error must be >= 0 pixels (0 disables the '
@@ -74,11 +85,27 @@ class PipelineConfig:
         return replace(self, **values)
 
 
-def filter_poses(poses, config):
-    """Instances that pass the score / reprojection / name filters, highest score first."""
+def resolve_min_score(min_score, estimator=None):
+    """The threshold in force: `min_score` when given (>= 0), else the model's default.
+
+    The model's default is its card's min_score (`estimator.card_min_score`), else
+    FALLBACK_MIN_SCORE.
+    """
+    if min_score is not None and min_score >= 0:
+        return float(min_score)
+    card = getattr(estimator, 'card_min_score', None)
+    return float(card) if card is not None else FALLBACK_MIN_SCORE
+
+
+def filter_poses(poses, config, min_score=None):
+    """Instances that pass the score / reprojection / name filters, highest score first.
+
+    min_score: the threshold in force (default: `resolve_min_score(config.min_score)`).
+    """
+    threshold = resolve_min_score(config.min_score) if min_score is None else min_score
     kept = []
     for obj in poses:
-        if float(obj.score) < config.min_score:
+        if float(obj.score) < threshold:
             continue
         if config.max_reprojection_error > 0 and not (
                 float(obj.reprojection_error) <= config.max_reprojection_error):
@@ -188,6 +215,36 @@ class FramePipeline:
         self._camera_key = None
         self._camera = None
 
+    @property
+    def config(self):
+        """The PipelineConfig in force (setting it re-resolves min_score)."""
+        return self._state[0]
+
+    @config.setter
+    def config(self, config):
+        min_score = resolve_min_score(config.min_score, self.estimator)
+        # The estimator's own threshold follows: it then skips the PnP of instances that
+        # would be dropped here, and a min_score below its default still takes effect.
+        if hasattr(self.estimator, 'score_threshold'):
+            self.estimator.score_threshold = min_score
+        # One attribute store for both: the worker reads (config, min_score) old or new.
+        self._state = (config, min_score)
+
+    @property
+    def min_score(self):
+        """The score threshold in force (the config's, or the model's default)."""
+        return self._state[1]
+
+    def describe_min_score(self):
+        """One line for a log: the threshold in force and where it comes from."""
+        if self.config.min_score >= 0:
+            return f'min_score {self.min_score:g}'
+        if getattr(self.estimator, 'card_min_score', None) is not None:
+            calibrated = getattr(self.estimator, 'calibration', None) is not None
+            return (f'min_score {self.min_score:g}: the model card\'s default'
+                    + (' (a calibrated precision)' if calibrated else ''))
+        return f'min_score {self.min_score:g} (the model card sets none)'
+
     def update(self, **values):
         """Change settings at run time; a Pose6dError (and no change) for a bad value."""
         self.config = self.config.with_values(**values).validated(self.object_names)
@@ -224,13 +281,14 @@ class FramePipeline:
         inference_s = time.perf_counter() - start
         frame_id = image_msg.header.frame_id or info_msg.header.frame_id
         header = conversions.copy_header(self.types, image_msg.header, frame_id)
-        kept = filter_poses(found, self.config)
+        config, min_score = self._state
+        kept = filter_poses(found, config, min_score)
         mesh_resources = self.mesh_resources
-        if mesh_resources is None and self.config.mesh_markers:
+        if mesh_resources is None and config.mesh_markers:
             mesh_resources = self.mesh_resources = _mesh_resources(self.estimator)
         return FrameResult(header=header, camera=camera, image_rgb=image_rgb, poses=kept,
                            camera_poses=kept, all_poses=found, inference_s=inference_s,
-                           types=self.types, config=self.config,
+                           types=self.types, config=config,
                            mesh_resources=mesh_resources or {})
 
 

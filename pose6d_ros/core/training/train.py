@@ -54,6 +54,9 @@ from pose6d_ros.core.training.run_log import plot_training_log, TrainingLog
 MAX_VALIDATIONS = 10
 # The final loss of the summary is the mean of this many last iterations (one is noisy).
 FINAL_LOSS_ITERATIONS = 50
+# Validation's false-positive figure: negative images with a detection at this score or more
+# (the node's min_score for a model whose card sets none).
+VALIDATION_FALSE_POSITIVE_SCORE = 0.5
 
 # What every checkpoint.pt holds (see _save_checkpoint).
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'scaler', 'epoch', 'iteration')
@@ -244,6 +247,11 @@ class TrainingRun:
             lines.append(f'last validation: ADD(-S) {v.get("add_0.1d", 0):.1f}%, 2D projection '
                          f'{v.get("proj_2d_5px", 0):.1f}%, 5cm5deg {v.get("5cm5deg", 0):.1f}%, '
                          f'recall {v.get("recall", 0):.1f}%')
+            if 'false_positives' in self.validation:
+                lines.append(f'  and a detection at a score >= '
+                             f'{VALIDATION_FALSE_POSITIVE_SCORE:g} on '
+                             f'{v["false_positives"]:.1f}% of '
+                             f'{self.validation["negative_images"]} images without objects')
         else:
             lines.append('no validation ran (no held-out images)')
         lines.append(f'log: {self.log}' + (f'   plot: {self.plot}' if self.plot else ''))
@@ -402,11 +410,12 @@ def _train(config, out, resume, progress, rank, distributed, device):
                                           normalisation, device=device)
                     summary, _ = evaluate_dataset(estimator, val_view, config.max_val_images)
                     network.train()
-                    last_metrics = {'validation': summary['mean'], 'epoch': epoch + 1,
+                    validation = validation_figures(summary)
+                    last_metrics = {'validation': validation, 'epoch': epoch + 1,
                                     'iteration': iteration, 'instances': summary['instances']}
                     log.write(epoch=epoch, iteration=iteration,
                               lr=optimizer.param_groups[0]['lr'],
-                              **{f'val_{k}': v for k, v in summary['mean'].items()})
+                              **{f'val_{k}': v for k, v in validation.items()})
             if finished:
                 break
     finally:
@@ -434,6 +443,18 @@ def _train(config, out, resume, progress, rank, distributed, device):
                        final_loss=(sum(recent_losses) / len(recent_losses)
                                    if recent_losses else None),
                        validation=last_metrics.get('validation', {}), log=out / LOG, plot=plot)
+
+
+def validation_figures(summary):
+    """The validation's mean figures, and with negative images among the held-out ones the
+    share of them with a detection at a score >= VALIDATION_FALSE_POSITIVE_SCORE."""
+    figures = dict(summary['mean'])
+    negatives = summary.get('false_positives')
+    if negatives:
+        figures['false_positives'] = negatives['with_detection'][
+            f'{VALIDATION_FALSE_POSITIVE_SCORE:g}']
+        figures['negative_images'] = negatives['images']
+    return figures
 
 
 def planned_iterations(config, iterations_per_epoch):
