@@ -121,11 +121,13 @@ class ScoreCalibration:
             raise Pose6dError(f'{where} must be a mapping with method: {METHOD}, raw_scores and '
                               f'precision lists; got {data!r:.80}')
         try:
-            return cls(np.asarray(data.get('raw_scores'), dtype=np.float64),
-                       np.asarray(data.get('precision'), dtype=np.float64))
+            raw = np.asarray(data.get('raw_scores'), dtype=np.float64)
+            precision = np.asarray(data.get('precision'), dtype=np.float64)
         except (TypeError, ValueError):
             raise Pose6dError(f'{where}: raw_scores and precision must be lists of '
                               'numbers') from None
+        try:
+            return cls(raw, precision)
         except Pose6dError as exc:
             raise Pose6dError(f'{where}: {exc}') from None
 
