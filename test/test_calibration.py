@@ -141,7 +141,7 @@ def test_the_node_threshold_defaults_to_the_card_and_a_given_one_wins(calibrated
     assert resolve_min_score(0.7, calibrated) == 0.7
     pipeline = FramePipeline(calibrated, PipelineConfig())
     assert pipeline.min_score == 0.2 and calibrated.score_threshold == 0.2
-    assert "card's default (a calibrated precision)" in pipeline.describe_min_score()
+    assert "card's default (scores calibrated to precision)" in pipeline.describe_min_score()
     pipeline.update(min_score=0.05)       # below the card's: the estimator follows it down
     assert pipeline.min_score == 0.05 and calibrated.score_threshold == 0.05
     pipeline.update(min_score=-1.0)

@@ -242,7 +242,7 @@ class FramePipeline:
         if getattr(self.estimator, 'card_min_score', None) is not None:
             calibrated = getattr(self.estimator, 'calibration', None) is not None
             return (f'min_score {self.min_score:g}: the model card\'s default'
-                    + (' (a calibrated precision)' if calibrated else ''))
+                    + (' (scores calibrated to precision)' if calibrated else ''))
         return f'min_score {self.min_score:g} (the model card sets none)'
 
     def update(self, **values):
