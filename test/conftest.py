@@ -47,12 +47,28 @@ def tiny_dataset(tmp_path_factory):
     return root / 'data'
 
 
-def _scene_config(root):
+def _scene_config(root, extra=''):
     """Large, unoccluded objects: a learnable set for short CPU runs."""
     path = root / 'scene.yaml'
     path.write_text('scene:\n  occluders: [0, 0]\n  distractors: [0, 1]\n'
-                    '  object_size: [0.4, 0.6]\n  objects_per_image: [1, 1]\n')
+                    '  object_size: [0.4, 0.6]\n  objects_per_image: [1, 1]\n' + extra)
     return path
+
+
+@pytest.fixture(scope='session')
+def tiny_negatives_dataset(tmp_path_factory):
+    """16 images as tiny_dataset's (another seed), about half of them negatives: no box, only
+    random shapes, no ground truth (scene.negative_share 0.5)."""
+    from pose6d_ros.tools import cli
+
+    root = tmp_path_factory.mktemp('tiny_negatives')
+    objects, camera = write_box_object(root / 'inputs')
+    config = _scene_config(root, '  negative_share: 0.5\n  negative_shapes: [1, 3]\n')
+    status = cli.main(['synth', '--objects', str(objects), '--camera', str(camera),
+                       '--out', str(root / 'data'), '--images', '16', '--workers', '1',
+                       '--seed', '5', '--config', str(config)])
+    assert status == 0
+    return root / 'data'
 
 
 @pytest.fixture(scope='session')

@@ -16,7 +16,7 @@ from pose6d_ros.ros import conversions
 from pose6d_ros.ros.bag import output_topics, run_bag
 from pose6d_ros.ros.conversions import RosbagsTypes
 from pose6d_ros.ros.errors import BagError
-from pose6d_ros.ros.pipeline import PipelineConfig
+from pose6d_ros.ros.pipeline import PipelineConfig, resolve_min_score
 from pose6d_ros.tools import cli
 
 WIDTH, HEIGHT = 80, 60
@@ -331,7 +331,7 @@ def test_pose6d_bag_cli_with_a_tiny_trained_model(learned_bundle, tiny_dataset, 
     near_truth = 0
     for sample, message in zip(samples, pose_arrays):
         expected = [p for p in estimator(sample.load_image(), sample.camera)
-                    if p.score >= PipelineConfig().min_score]
+                    if p.score >= resolve_min_score(PipelineConfig().min_score, estimator)]
         assert len(message.poses) == len(expected)
         for published, found in zip(message.poses, expected):
             position = [published.position.x, published.position.y, published.position.z]

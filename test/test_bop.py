@@ -311,6 +311,27 @@ def test_resume_after_interruption(tmp_path):
     assert len(list((scene / 'rgb').iterdir())) == 7
 
 
+def test_an_image_without_annotations_is_written_kept_and_resumed(tmp_path):
+    """A negative image (none of the objects): an empty scene_gt list, no mask, read back with
+    no annotations (and not dropped by the object filters), kept by a resumed writer."""
+    rng = np.random.default_rng(3)
+    with BopWriter(tmp_path, objects=_object_set()) as writer:
+        _add(writer, rng, 0)
+        negative = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        assert writer.add(negative, _camera(), [], []) == 1
+    scene = tmp_path / 'train' / '000000'
+    assert json.loads((scene / 'scene_gt.json').read_text())['1'] == []
+    assert json.loads((scene / 'scene_gt_info.json').read_text())['1'] == []
+    assert not list((scene / 'mask_visib').glob('000001_*'))
+    with BopWriter(tmp_path, objects=_object_set(), resume=True) as writer:
+        assert writer.dropped_image_ids == [] and writer.next_image_id == 2
+    for dataset in (BopDataset(tmp_path), BopDataset(tmp_path, object_ids=[1]),
+                    BopDataset(tmp_path, min_visib_fract=0.5)):
+        sample = [s for s in dataset if s.image_id == 1]
+        assert len(sample) == 1 and sample[0].annotations == []
+        np.testing.assert_array_equal(sample[0].load_image(), negative)
+
+
 def _scene_files(scene):
     """{folder: sorted file names} of a scene's image and mask folders."""
     return {name: sorted(p.name for p in (scene / name).iterdir())

@@ -239,10 +239,10 @@ def test_bad_camera_settings_are_refused(changes, words):
 
 
 def test_parameter_messages_say_what_to_do():
-    message = startup_reason('min_score', -1.0)
-    assert message == ('parameter min_score must be in [0.0, 1.0]; got -1.0; it was given at '
-                       'start-up (--ros-args -p min_score:=..., a launch argument or a '
-                       'parameters file): correct it there')
+    message = startup_reason('min_score', -0.5)  # -1 means the model's own threshold
+    assert message == ('parameter min_score must be in [0.0, 1.0], or -1.0; got -0.5; it was '
+                       'given at start-up (--ros-args -p min_score:=..., a launch argument or '
+                       'a parameters file): correct it there')
     assert "got 'abc' (string)" in startup_reason('fps', 'abc', CAMERA_PARAMETERS)
     assert 'must be in [1.0, 179.0]' in startup_reason('field_of_view', 0.0, CAMERA_PARAMETERS)
     reason = read_only_reason('model')

@@ -123,8 +123,8 @@ def test_eval_negatives_command_on_a_tiny_model(tiny_bundle, tmp_path, capsys):
     saved = json.loads((out / 'metrics.json').read_text())
     assert saved['false_positives']['images'] == 3
     assert set(saved['false_positives']['with_detection']) == {'0.1', '0.3', '0.5', '0.7', '0.9'}
-    assert 'objects' not in saved and sorted(saved['files']) == ['metrics.json', 'metrics.md',
-                                                                'negatives.csv']
+    assert 'objects' not in saved and sorted(saved['files']) == [
+        'false_positive_curve.png', 'metrics.json', 'metrics.md', 'negatives.csv']
     capsys.readouterr()
     assert cli.main(['eval', '--model', str(tiny_bundle)]) == 1
     err = capsys.readouterr().err.strip()

@@ -47,7 +47,7 @@ def test_every_default_is_valid_and_every_limit_fits_its_type():
         if spec.range is not None:
             low, high = spec.range
             assert spec.type in (int, float) and type(low) is type(high) is spec.type, name
-            assert low <= spec.default <= high, name
+            assert low <= spec.default <= high or spec.default == spec.sentinel, name
         if spec.choices is not None:
             assert spec.type is str and spec.default in spec.choices, name
 
@@ -69,7 +69,8 @@ def test_runtime_parameters_are_the_writable_ones_and_map_to_pipeline_fields():
 
 @pytest.mark.parametrize('name, value, words', [
     ('min_score', 1.5, ['min_score', '[0.0, 1.0]']),
-    ('min_score', -0.1, ['min_score']),
+    ('min_score', -0.1, ['min_score', 'or -1.0']),   # only -1 (the model's) below 0
+    ('min_score', -2.0, ['min_score']),
     ('min_score', math.nan, ['min_score']),
     ('min_score', 1, ['double', 'write 1.0']),            # ROS has no int for a double
     ('qos_depth', 0, ['qos_depth', '[1, 100]']),
@@ -95,7 +96,8 @@ def test_validate_rejects_a_bad_value_with_a_reason(name, value, words):
 
 
 @pytest.mark.parametrize('name, value', [
-    ('min_score', 0.0), ('min_score', 1.0), ('qos_depth', 100), ('sync_slop', 0.001),
+    ('min_score', 0.0), ('min_score', 1.0), ('min_score', -1.0), ('qos_depth', 100),
+    ('sync_slop', 0.001),
     ('device', 'cuda'), ('image_transport', 'compressed'), ('qos_reliability', 'reliable'),
     ('target_frame', 'base_link'), ('target_frame', 'robot1/base_link'), ('target_frame', ''),
     ('frame_prefix', 'cam1/'), ('objects', 'mug, box'), ('model', '/models/mug'),

@@ -257,8 +257,13 @@ def test_node_parameters_are_validated(ros):
         result = set_one('model', 'elsewhere')                         # read-only
         assert not result.successful and 'model is fixed at start-up' in result.reason
         assert not set_one('onnx_model', 'model_int8.onnx').successful
+        assert node.pipeline.config.min_score == -1.0 and node.pipeline.min_score == 0.5
+        assert not set_one('min_score', -0.5).successful             # only -1: the model's
         assert set_one('min_score', 0.8).successful
-        assert node.pipeline.config.min_score == 0.8
+        assert node.pipeline.config.min_score == 0.8 and node.pipeline.min_score == 0.8
+        assert set_one('min_score', -1.0).successful                # back to the model's
+        assert node.pipeline.min_score == 0.5                        # (its card sets none)
+        assert set_one('min_score', 0.8).successful
         assert set_one('objects', 'mug').successful
         assert node.pipeline.config.objects == ('mug',)
     finally:

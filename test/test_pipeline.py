@@ -182,7 +182,8 @@ def test_runtime_update_and_bad_settings(types, estimator):
     result = pipeline.process(image_msg(types), info_msg(types))
     assert [t.child_frame_id for t in result.transforms()] == ['robot1/mug_0', 'robot1/mug_1']
     bad = {
-        'min_score': (1.5, r'min_score must be a number in \[0, 1\]; got 1.5'),
+        'min_score': (1.5, r"min_score must be a number in \[0, 1\], or -1 for the model's "
+                           'default; got 1.5'),
         'max_reprojection_error': (-1.0, 'max_reprojection_error must be >= 0'),
         'objects': (['mug', 'teapot'], "unknown object name.*'teapot'.*knows mug, box"),
         'frame_prefix': ('/abs', "frame_prefix '/abs' is not a valid tf2 frame id"),

@@ -172,6 +172,8 @@ def test_object_ids_choose_objects_and_unknown_ids_are_named(objects):
     ({'objects_per_image': [3, 1]}, 'scene.objects_per_image'),
     ({'object_size': [0.0, 0.5]}, 'scene.object_size'),
     ({'occluder': [1, 2]}, 'unknown key.*occluder'),
+    ({'negative_share': 1.5}, r'scene.negative_share must lie within \[0.0, 1.0\]'),
+    ({'negative_shapes': [-1, 2]}, 'scene.negative_shapes must hold integers >= 0'),
 ])
 def test_bad_scene_config_is_named(data, message):
     with pytest.raises(Pose6dError, match=message):
@@ -251,3 +253,45 @@ def test_sampled_scenes_render_with_labels(objects, renderer):
         labelled += len(labels)
         assert (rgb[ids >= 0].sum(axis=1) > 0).any()
     assert labelled >= 5
+
+
+# --- negatives --------------------------------------------------------------------------------
+
+
+def test_negative_scenes_hold_no_object_and_come_in_the_configured_share(objects):
+    config = SceneConfig(negative_share=0.3, negative_shapes=(2, 4))
+    scenes = [sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+              for seed in range(200)]
+    negatives = [scene for scene in scenes if not scene.instances]
+    assert 0.2 <= len(negatives) / len(scenes) <= 0.4
+    for scene in negatives:
+        assert scene.object_ids == [] and scene.silhouette_points == []
+        assert 1 <= len(scene.shapes) <= 4 and {s.role for s in scene.shapes} == {'distractor'}
+    kinds = {shape.kind for scene in negatives for shape in scene.shapes}
+    assert kinds == {'box', 'sphere', 'cylinder', 'polyhedron'}  # other shapes than the objects'
+
+
+def test_without_negatives_the_scenes_and_settings_are_those_of_earlier_versions(objects):
+    """negative_share 0 draws nothing more from the generator and records no new setting, so
+    a dataset made before negatives existed is made (and continued) identically."""
+    plain = sample_scene(np.random.default_rng(5), objects, CAMERA, SceneConfig())
+    rng = np.random.default_rng(5)
+    again = sample_scene(rng, objects, CAMERA, SceneConfig(negative_share=0.0))
+    assert [i.t.tolist() for i in plain.instances] == [i.t.tolist() for i in again.instances]
+    state = np.random.default_rng(5)
+    sample_scene(state, objects, CAMERA, SceneConfig())
+    assert rng.bit_generator.state == state.bit_generator.state
+    assert 'negative_share' not in SceneConfig().to_dict()
+    with_negatives = SceneConfig(negative_share=0.25).to_dict()
+    assert with_negatives['negative_share'] == 0.25
+    assert SceneConfig.from_dict(with_negatives) == SceneConfig(negative_share=0.25)
+
+
+def test_a_negative_scene_renders_shapes_and_no_label(objects, renderer):
+    config = SceneConfig(negative_share=1.0, negative_shapes=(3, 3))
+    for seed in range(3):
+        scene = sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+        rgb, _, ids, labels = render_scene(renderer, scene, CAMERA)
+        assert labels == [] and not scene.instances
+        assert (ids >= 0).any() and ids.max() < len(scene.shapes)  # only shapes are drawn
+        assert (rgb[ids >= 0].sum(axis=1) > 0).any()

@@ -13,6 +13,7 @@ import yaml
 
 from pose6d_ros.core.data import synth
 from pose6d_ros.core.data.bop import BopDataset
+from pose6d_ros.core.data.scenes import sample_scene
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.tools import cli
@@ -145,6 +146,35 @@ def test_output_does_not_depend_on_the_number_of_workers(runs):
     assert scene_gt[0] == scene_gt[1]
     assert _fingerprint(runs[1]) == _fingerprint(runs[2])
     assert len([k for k in _fingerprint(runs[1]) if k.startswith('rgb/')]) == IMAGES
+
+
+def test_negative_images_carry_no_ground_truth_and_are_read_back_as_such(inputs, tmp_path):
+    """scene.negative_share: images without any object; scene_gt lists nothing for them, no
+    mask is written, and the reader keeps them as images without annotations."""
+    config = {'scene': {**CONFIG['scene'], 'negative_share': 0.5, 'negative_shapes': [1, 3]}}
+    (tmp_path / 'negatives.yaml').write_text(yaml.safe_dump(config))
+    out = tmp_path / 'dataset'
+    args = _args(inputs, out, images=10)
+    args[args.index('--config') + 1] = str(tmp_path / 'negatives.yaml')
+    assert cli.main(args) == 0
+    spec = synth.SynthConfig.load(tmp_path / 'negatives.yaml').scene
+    objects = ObjectSet.load(inputs / 'objects.yaml')
+    drawn = [not sample_scene(np.random.default_rng([4, i]), objects, CAMERA,
+                              spec).instances for i in range(10)]
+    assert 2 <= sum(drawn) <= 8      # seed 4 draws both kinds
+    scene = out / 'train' / '000000'
+    scene_gt = json.loads((scene / 'scene_gt.json').read_text())
+    masks = {int(p.name[:6]) for p in (scene / 'mask_visib').iterdir()}
+    dataset = BopDataset(out)
+    assert len(dataset) == 10        # images without annotations are kept
+    for sample, negative in zip(dataset, drawn):
+        if negative:
+            assert scene_gt[str(sample.image_id)] == [] and sample.annotations == []
+            assert sample.image_id not in masks
+            assert sample.load_image().std() > 0   # a real picture: background and shapes
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['images_without_objects'] >= sum(drawn)
+    assert summary['settings']['config']['scene']['negative_share'] == 0.5
 
 
 # --- resume, refusal, force -------------------------------------------------------------------

@@ -36,8 +36,11 @@ def parameter_descriptor(spec):
     descriptor = ParameterDescriptor(name=spec.name, type=_PARAMETER_TYPES[spec.type],
                                      description=description)
     if spec.range is not None and spec.type is float:
+        # ROS checks one interval: a sentinel below it widens it, and `validate` refuses what
+        # lies between (the parameters callback answers with its reason).
+        low = spec.range[0] if spec.sentinel is None else min(spec.range[0], spec.sentinel)
         descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+            from_value=float(low), to_value=float(spec.range[1]), step=0.0)]
     elif spec.range is not None:
         descriptor.integer_range = [IntegerRange(
             from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]

@@ -131,7 +131,7 @@ class Pose6dPhases:
         names = ', '.join(self.pipeline.object_names or []) or '?'
         self.get_logger().info(f'pose estimation on {getattr(estimator, "device", "?")} '
                                f'with {getattr(estimator, "backend", "pytorch")} '
-                               f'(objects: {names})')
+                               f'(objects: {names}; {self.pipeline.describe_min_score()})')
         self._outputs = {
             'poses': self.create_publisher(PoseArray, 'poses', 10),
             'detections': self.create_publisher(Detection3DArray, 'detections', 10),

@@ -29,6 +29,7 @@ class ParameterSpec:
     description: str
     read_only: bool = False            # set at startup only (launch file, params file)
     range: tuple | None = None         # inclusive (low, high) of a number
+    sentinel: float | None = None      # a value outside `range` allowed too, with a meaning
     choices: tuple | None = None       # the allowed strings
     frame_id: bool = False             # '' or a valid tf2 frame id
     pipeline_field: str | None = None  # PipelineConfig field a run-time change goes to
@@ -46,7 +47,8 @@ class ParameterSpec:
     def constraints(self):
         """The limits in words ('' when any value of the type is allowed)."""
         if self.range is not None:
-            return f'{self.range[0]} to {self.range[1]}'
+            return (f'{self.range[0]} to {self.range[1]}'
+                    + ('' if self.sentinel is None else f', or {self.sentinel}'))
         if self.choices is not None:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
         if self.frame_id:
@@ -86,8 +88,9 @@ PARAMETERS = dict([
           read_only=True, range=(0.001, 1.0)),
     _spec('sync_queue_size', 5, 'messages per topic the approximate time synchronizer keeps',
           read_only=True, range=(1, 100)),
-    _spec('min_score', 0.5, 'keep instances whose score is at least this', range=(0.0, 1.0),
-          pipeline_field='min_score'),
+    _spec('min_score', -1.0, "keep instances whose score is at least this; -1.0 = the model's "
+          'default: its card\'s min_score (pose6d calibrate-scores), 0.5 when it has none',
+          range=(0.0, 1.0), sentinel=-1.0, pipeline_field='min_score'),
     _spec('max_reprojection_error', 0.0, 'keep instances whose mean PnP reprojection error (px) '
           'is at most this; 0 disables the check', range=(0.0, 1000.0),
           pipeline_field='max_reprojection_error'),
@@ -214,10 +217,11 @@ def validate(name, value, table=None):
         hint = f' (write {float(value)!r})' if spec.type is float and type(value) is int else ''
         return (f'{name} must be of type {spec.type_name}; got {value!r} '
                 f'({_TYPE_NAMES.get(type(value), type(value).__name__)}){hint}')
-    if spec.range is not None:
+    if spec.range is not None and not (spec.sentinel is not None and value == spec.sentinel):
         low, high = spec.range
         if math.isnan(value) or not low <= value <= high:
-            return f'{name} must be in [{low}, {high}]; got {value!r}'
+            also = '' if spec.sentinel is None else f', or {spec.sentinel}'
+            return f'{name} must be in [{low}, {high}]{also}; got {value!r}'
     if spec.choices is not None and value not in spec.choices:
         return f'{name} is {value!r}; expected {spec.constraints()}'
     if spec.required and not value:

@@ -10,6 +10,10 @@ With `tracking` on, the kept instances go through a `Tracker` (core/tracking) fe
 image header's stamp: the outputs are its confirmed tracks, named `<object>_<track id>`, and
 the network runs only on the frames the tracker asks for (every `tracking_network_every`
 frames, or sooner when a track needs it).
+
+The score threshold (`min_score`) is the user's when given, else the model's own: the
+`min_score` of its card (set by `pose6d calibrate-scores` from a measured precision and
+false-positive rate), else FALLBACK_MIN_SCORE.
 """
 
 from __future__ import annotations
@@ -31,13 +35,18 @@ from pose6d_ros.ros.errors import FrameError
 
 # tf2 frame ids: no whitespace, no leading slash (tf2 rejects those).
 _FRAME_PREFIX = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
+# min_score meaning "the model's default" (a ROS parameter has no "unset"), and the threshold
+# of a model whose card sets none (the node's default before cards had one).
+MODEL_MIN_SCORE = -1.0
+FALLBACK_MIN_SCORE = 0.5
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """What to keep and how to publish it; every field is a runtime parameter of the node."""
 
-    min_score: float = 0.5                # keep instances with score >= this, in [0, 1]
+    min_score: float = MODEL_MIN_SCORE    # keep instances with score >= this, in [0, 1];
+    #                                       -1: the model's default (resolve_min_score)
     max_reprojection_error: float = 0.0   # px; keep error <= this; 0 disables the check
     objects: tuple = ()                   # object names to keep; empty keeps all
     frame_prefix: str = ''                # TF child frame = <prefix><object>_<k>
@@ -60,8 +69,10 @@ class PipelineConfig:
 
     def validated(self, object_names=None):
         """This config, or a Pose6dError naming the bad value and what is expected."""
-        if not (isinstance(self.min_score, (int, float)) and 0.0 <= self.min_score <= 1.0):
-            raise Pose6dError(f'min_score must be a number in [0, 1]; got {self.min_score!r}')
+        if not (isinstance(self.min_score, (int, float)) and (
+                0.0 <= self.min_score <= 1.0 or self.min_score == MODEL_MIN_SCORE)):
+            raise Pose6dError(f'min_score must be a number in [0, 1], or {MODEL_MIN_SCORE:g} '
+                              f'for the model\'s default; got {self.min_score!r}')
         error = self.max_reprojection_error
         if not (isinstance(error, (int, float)) and error >= 0.0 and not math.isnan(error)):
             raise Pose6dError('max_reprojection_error must be >= 0 pixels (0 disables the '
@@ -116,11 +127,27 @@ class PipelineConfig:
         return replace(self, **values)
 
 
-def filter_poses(poses, config):
-    """Instances that pass the score / reprojection / name filters, highest score first."""
+def resolve_min_score(min_score, estimator=None):
+    """The threshold in force: `min_score` when given (>= 0), else the model's default.
+
+    The model's default is its card's min_score (`estimator.card_min_score`), else
+    FALLBACK_MIN_SCORE.
+    """
+    if min_score is not None and min_score >= 0:
+        return float(min_score)
+    card = getattr(estimator, 'card_min_score', None)
+    return float(card) if card is not None else FALLBACK_MIN_SCORE
+
+
+def filter_poses(poses, config, min_score=None):
+    """Instances that pass the score / reprojection / name filters, highest score first.
+
+    min_score: the threshold in force (default: `resolve_min_score(config.min_score)`).
+    """
+    threshold = resolve_min_score(config.min_score) if min_score is None else min_score
     kept = []
     for obj in poses:
-        if float(obj.score) < config.min_score:
+        if float(obj.score) < threshold:
             continue
         if config.max_reprojection_error > 0 and not (
                 float(obj.reprojection_error) <= config.max_reprojection_error):
@@ -238,6 +265,36 @@ class FramePipeline:
         self._camera = None
         self._tracker = None
 
+    @property
+    def config(self):
+        """The PipelineConfig in force (setting it re-resolves min_score)."""
+        return self._state[0]
+
+    @config.setter
+    def config(self, config):
+        min_score = resolve_min_score(config.min_score, self.estimator)
+        # The estimator's own threshold follows: it then skips the PnP of instances that
+        # would be dropped here, and a min_score below its default still takes effect.
+        if hasattr(self.estimator, 'score_threshold'):
+            self.estimator.score_threshold = min_score
+        # One attribute store for both: the worker reads (config, min_score) old or new.
+        self._state = (config, min_score)
+
+    @property
+    def min_score(self):
+        """The score threshold in force (the config's, or the model's default)."""
+        return self._state[1]
+
+    def describe_min_score(self):
+        """One line for a log: the threshold in force and where it comes from."""
+        if self.config.min_score >= 0:
+            return f'min_score {self.min_score:g}'
+        if getattr(self.estimator, 'card_min_score', None) is not None:
+            calibrated = getattr(self.estimator, 'calibration', None) is not None
+            return (f'min_score {self.min_score:g}: the model card\'s default'
+                    + (' (scores calibrated to precision)' if calibrated else ''))
+        return f'min_score {self.min_score:g} (the model card sets none)'
+
     def update(self, **values):
         """Change settings at run time; a Pose6dError (and no change) for a bad value."""
         self.config = self.config.with_values(**values).validated(self.object_names)
@@ -264,7 +321,8 @@ class FramePipeline:
                 f'image is {width}x{height} but camera_info is for {camera.width}x'
                 f'{camera.height}; expected the same size (camera_info of another camera or '
                 'resolution?)', 'size')
-        config = self.config  # one read: the node may replace it from another thread
+        # One read: the node may replace the settings from another thread.
+        config, min_score = self._state
         tracker = self._tracker_for(config)
         runs = []  # what the estimator returned, when it ran
 
@@ -277,7 +335,7 @@ class FramePipeline:
             except Pose6dError as exc:
                 raise FrameError(str(exc), 'estimator') from None
             runs.append((found, time.perf_counter() - start))
-            return filter_poses(found, config)
+            return filter_poses(found, config, min_score)
 
         if tracker is None:
             kept = detect()

@@ -204,8 +204,9 @@ def build_parser():
     bag.add_argument('--onnx', metavar='FILE',
                      help='run the network from this ONNX file of the bundle with onnxruntime '
                           'on the CPU (as the node\'s onnx_model parameter)')
-    bag.add_argument('--min-score', type=float, default=0.5,
-                     help='keep instances with at least this score (default: 0.5)')
+    bag.add_argument('--min-score', type=float, default=None,
+                     help='keep instances with at least this score (default: the model\'s: '
+                          'its card\'s min_score, 0.5 when it has none)')
     bag.add_argument('--max-reprojection-error', type=float, default=0.0, metavar='PX',
                      help='keep instances whose PnP error is at most this (default: 0, no limit)')
     bag.add_argument('--objects', nargs='+', default=(), metavar='NAME',
@@ -344,10 +345,19 @@ def _run_show(args):
 def _run_bag(args):
     # deferred: rosbags and torch (never rclpy), only when this sub-command runs
     from pose6d_ros.ros.bag import run_bag
-    from pose6d_ros.ros.pipeline import load_estimator, PipelineConfig
+    from pose6d_ros.ros.pipeline import (
+        load_estimator,
+        MODEL_MIN_SCORE,
+        PipelineConfig,
+        resolve_min_score,
+    )
 
     hits, window = args.confirm
-    config = PipelineConfig(min_score=args.min_score,
+    min_score = MODEL_MIN_SCORE if args.min_score is None else args.min_score
+    if min_score == MODEL_MIN_SCORE and args.min_score is not None:
+        raise Pose6dError(f'--min-score must be a number in [0, 1] (leave it out for the '
+                          f'model\'s default); got {args.min_score!r}')
+    config = PipelineConfig(min_score=min_score,
                             max_reprojection_error=args.max_reprojection_error,
                             objects=tuple(args.objects), tracking=args.tracking,
                             tracking_network_every=args.network_every,
@@ -359,7 +369,8 @@ def _run_bag(args):
     config.validated()
     estimator = load_estimator(args.model, args.device, onnx=args.onnx or '')
     print(f'pose6d bag: model {args.model} on {getattr(estimator, "device", "?")} with '
-          f'{getattr(estimator, "backend", "pytorch")}', file=sys.stderr)
+          f'{getattr(estimator, "backend", "pytorch")}, min_score '
+          f'{resolve_min_score(min_score, estimator):g}', file=sys.stderr)
     summary = run_bag(estimator, args.in_bag, args.out_bag, image_topic=args.image_topic,
                       info_topic=args.info_topic, ns=args.ns, config=config,
                       storage=None if args.storage == 'same' else args.storage,

@@ -1,7 +1,9 @@
-"""`pose6d eval`, `pose6d predict` and `pose6d export`: argument parsing only.
+"""`pose6d eval`, `pose6d calibrate-scores`, `pose6d predict` and `pose6d export`: argument
+parsing only.
 
-The work is done in report.py (eval and predict outputs) and export.py (ONNX); heavy imports
-happen when a sub-command runs, not when the parser is built.
+The work is done in report.py (eval and predict outputs), calibrate_scores.py (score
+calibration) and export.py (ONNX); heavy imports happen when a sub-command runs, not when
+the parser is built.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import sys
 
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry.camera import camera_from_field_of_view, FIELD_OF_VIEW_WARNING
+from pose6d_ros.tools.cli_args import fraction as _fraction
 from pose6d_ros.tools.cli_args import id_list as _id_list
 from pose6d_ros.tools.cli_args import positive_int as _positive_int
+
+VERDICT_CHOICES = ('iou_2d', 'add', 'proj_2d')  # core/inference/evaluate.py VERDICTS
 
 ONNX_HELP = ('run the network from this ONNX file of the bundle with onnxruntime on the CPU '
              '(written by pose6d export, e.g. --format onnx-int8)')
@@ -41,14 +46,17 @@ def register(commands):
                     'accuracy-vs-threshold plots (*_curve.png) and predictions.csv (BOP '
                     'results format) into DIR. Every estimate is scored (the papers\' '
                     'protocol); the figure with the estimator\'s score and reprojection '
-                    'filters is given beside it. --negatives adds the false-positive figure.')
+                    'filters is given beside it. Images without the model\'s objects '
+                    '(--negatives, or those of --data) give the false-positive figure: the '
+                    'share of them with a detection at each score threshold, and its curve.')
     evaluate.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
     evaluate.add_argument('--data', metavar='DIR',
                           help='BOP-format dataset folder (or one of its split folders)')
     evaluate.add_argument('--negatives', metavar='DIR',
                           help='folder of images holding none of the model\'s objects '
-                               '(searched recursively; a BOP split works too): the share of '
-                               'them with a detection at each score threshold')
+                               '(searched recursively), or a BOP split (its images without '
+                               'any instance of them): the share of them with a detection at '
+                               'each score threshold')
     evaluate.add_argument('--camera', metavar='FILE',
                           help='calibration of the negative images (default: fx = fy = '
                                '0.9 max(W, H), centred)')
@@ -63,7 +71,51 @@ def register(commands):
                           help='evaluate only the first N images')
     evaluate.add_argument('--onnx', metavar='FILE', help=ONNX_HELP)
     evaluate.add_argument('--force', action='store_true', help='overwrite an existing DIR')
+    evaluate.add_argument('--update-card', action='store_true',
+                          help='write the false-positive figures into the bundle\'s card.yaml '
+                               '(false_positives:, one entry per set of negative images, '
+                               'replacing an earlier entry of the same name)')
     evaluate.set_defaults(run=_run_eval)
+
+    calibrate = commands.add_parser(
+        'calibrate-scores', help='calibrate a bundle\'s scores to precision and set its '
+                                 'default min_score',
+        description='Runs the bundle over a held-out BOP split with images without its objects '
+                    '(pose6d synth with scene.negative_share; and/or --negatives) and fits the '
+                    'map raw score -> precision (isotonic regression). Writes it into the '
+                    'card (calibration:) with the lowest calibrated score that gives the target '
+                    'precision as the model\'s default min_score, used by the estimator, the '
+                    'node and pose6d bag unless a threshold is given. Prints that operating '
+                    'point: threshold, precision, recall, false-positive rate.')
+    calibrate.add_argument('--model', required=True, metavar='BUNDLE',
+                           help='model bundle folder (its card.yaml is updated)')
+    calibrate.add_argument('--data', required=True, metavar='DIR',
+                           help='held-out BOP-format dataset, with images without the objects')
+    calibrate.add_argument('--negatives', metavar='DIR',
+                           help='more images without the model\'s objects: a folder '
+                                '(searched recursively) or a BOP split')
+    calibrate.add_argument('--camera', metavar='FILE',
+                           help='calibration of the --negatives images (default: fx = fy = '
+                                '0.9 max(W, H), centred)')
+    calibrate.add_argument('--split', help='split folder of --data (default: the only one)')
+    calibrate.add_argument('--target-precision', type=_fraction, default=0.99, metavar='P',
+                           help='precision the default min_score must give (default: 0.99)')
+    calibrate.add_argument('--max-false-positives', type=_fraction, metavar='RATE',
+                           help='also at most this share of the images without objects with '
+                                'a detection, e.g. 0.01')
+    calibrate.add_argument('--verdict', choices=VERDICT_CHOICES, default='iou_2d',
+                           help='what makes an estimate right: iou_2d (the object is there: '
+                                'projected boxes overlap by IoU >= 0.5; default), add (ADD(-S) '
+                                '< 0.1 d), proj_2d (2D projection < 5 px)')
+    calibrate.add_argument('--device', default='auto',
+                           help='auto (CUDA when present), cpu or cuda[:N] (default: auto)')
+    calibrate.add_argument('--max-images', type=_positive_int, metavar='N',
+                           help='use only the first N images of --data')
+    calibrate.add_argument('--dry-run', action='store_true',
+                           help='print the calibration and operating point; change nothing')
+    calibrate.add_argument('--force', action='store_true',
+                           help='replace the calibration of a bundle calibrated already')
+    calibrate.set_defaults(run=_run_calibrate_scores)
 
     predict = commands.add_parser(
         'predict', help='estimate the poses in one image, or in every frame of a video or '
@@ -150,13 +202,35 @@ def _run_eval(args):
 
     args.command_name = 'eval'
     command = _command(args, ('model', 'data', 'negatives', 'camera', 'split', 'objects', 'out',
-                              'device', 'max-images', 'onnx', 'force'))
+                              'device', 'max-images', 'onnx', 'force', 'update-card'))
     document = evaluate_model(args.model, args.data, split=args.split, object_ids=args.objects,
                               out=args.out, device=args.device, max_images=args.max_images,
                               force=args.force, command=command, onnx=args.onnx,
-                              negatives=args.negatives, camera=args.camera)
+                              negatives=args.negatives, camera=args.camera,
+                              update=args.update_card)
     print(document['markdown'])
     print(f'written to {document["out"]}: {", ".join(document["files"])}')
+    if document.get('card_updated'):
+        print(f'card: false_positives of {", ".join(document["card_updated"])} written to '
+              f'{args.model}/card.yaml')
+    return 0
+
+
+def _run_calibrate_scores(args):
+    # deferred: torch (fast --help)
+    from pose6d_ros.tools.calibrate_scores import calibrate_scores, format_report
+
+    args.command_name = 'calibrate-scores'
+    command = _command(args, ('model', 'data', 'negatives', 'camera', 'split',
+                              'target-precision', 'max-false-positives', 'verdict', 'device',
+                              'max-images', 'dry-run', 'force'))
+    report = calibrate_scores(args.model, args.data, negatives=args.negatives, split=args.split,
+                              camera=args.camera, target_precision=args.target_precision,
+                              max_false_positive_rate=args.max_false_positives,
+                              verdict=args.verdict, device=args.device,
+                              max_images=args.max_images, force=args.force,
+                              dry_run=args.dry_run, command=command)
+    print(format_report(report))
     return 0
 
 

@@ -45,6 +45,9 @@ def _common(parser):
     parser.add_argument('--train-crop', metavar='WxH',
                         help='keypoints: train on windows of this size around an object '
                              '(cheaper per image; evaluation uses the whole input)')
+    parser.add_argument('--background-crops', type=float, metavar='SHARE',
+                        help='with --train-crop: this share of the windows of images with '
+                             'objects is cut anywhere, not around an object (default: 0)')
     parser.add_argument('--init-weights', metavar='PATH',
                         help='start from the weights of a bundle or a checkpoint.pt (fine-tune)')
     parser.add_argument('--epochs', type=_positive_int)
@@ -79,7 +82,8 @@ def _run_train(args):
         'method': args.method, 'data': args.data, 'val_data': args.val_data,
         'val_fraction': args.val_fraction,
         'objects': args.objects, 'out': args.out, 'input_size': args.input_size,
-        'train_crop': args.train_crop, 'init_weights': args.init_weights,
+        'train_crop': args.train_crop, 'background_crops': args.background_crops,
+        'init_weights': args.init_weights,
         'epochs': args.epochs, 'batch_size': args.batch_size, 'lr': args.lr,
         'workers': args.workers, 'device': args.device, 'seed': args.seed,
         'max_iterations': args.max_iterations, 'pretrained': args.pretrained,

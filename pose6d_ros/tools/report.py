@@ -8,11 +8,16 @@ beside it, renamed into place):
 - `metrics.md`        the same as a Markdown table in the papers' style (objects as rows);
 - `*_curve.png`       accuracy-vs-threshold curves, one line per object, AUC in the legend;
 - `predictions.csv`   every estimate in the BOP results format, for the BOP toolkit;
-- `negatives.csv`     with --negatives: each negative image's highest score (its false positive).
+- `negatives.csv`     each negative image's highest score (its false positive), when there are
+                      negative images: a --negatives folder, or images of --data without any
+                      of the model's objects;
+- `false_positive_curve.png`  the share of negative images with a detection against the score
+                      threshold (and the recall beside it when there is --data).
 
 Every estimate is scored, as in the papers; the figures with the estimator's operating
 filters (score, PnP reprojection error) stand beside them ('filtered'). On negatives, the
-share of images with a detection at each score threshold is the false-positive figure.
+share of images with a detection at each score threshold is the false-positive figure; with
+`--update-card` it is written into the bundle's card (`false_positives:`, per set of images).
 
 Scores are fractions in [0, 1] in JSON and percentages in Markdown; distances in metres in JSON
 (centimetres in the table), angles in degrees. A ground-truth instance without a prediction
@@ -53,19 +58,24 @@ from pose6d_ros.core.geometry.camera import (
 )
 from pose6d_ros.core.geometry.draw import draw_poses
 from pose6d_ros.core.geometry.objects import ObjectSet
-from pose6d_ros.core.inference.bundle import CARD
-from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
+from pose6d_ros.core.inference.bundle import CARD, load_bundle, update_card
+from pose6d_ros.core.inference.estimator import (
+    DEFAULT_SCORE_THRESHOLD,
+    Estimator,
+    EstimatorConfig,
+)
 from pose6d_ros.core.inference.evaluate import negatives_summary, passes_filters, PoseEvaluator
 
 METRICS_JSON = 'metrics.json'
 METRICS_MD = 'metrics.md'
 PREDICTIONS_CSV = 'predictions.csv'
 NEGATIVES_CSV = 'negatives.csv'
+FALSE_POSITIVE_PLOT = 'false_positive_curve.png'
 BOP_CSV_HEADER = 'scene_id,im_id,obj_id,score,R,t,time'
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
-# The estimator's default operating filters; `pose6d eval` scores without them (as the papers
-# do) and reports the filtered figure beside.
-OPERATING_FILTERS = {'min_score': EstimatorConfig().score_threshold,
+# The estimator's default operating filters for a model whose card sets no min_score;
+# `pose6d eval` scores without them (as the papers do) and reports the filtered figure beside.
+OPERATING_FILTERS = {'min_score': DEFAULT_SCORE_THRESHOLD,
                      'max_reprojection_error': EstimatorConfig().max_reprojection_error}
 
 
@@ -126,20 +136,28 @@ def check_output_dir(out_dir, force):
 
 def evaluate_model(model, data=None, split=None, object_ids=None, out=None, device='auto',
                    max_images=None, force=False, command=None, progress=None, log=None,
-                   onnx=None, negatives=None, camera=None):
+                   onnx=None, negatives=None, camera=None, update=False):
     """`pose6d eval`: load the bundle and the dataset(s), evaluate, write the folder.
 
     The estimator keeps every estimate (the papers' protocol); the figure with its operating
     filters is reported beside it. negatives: a folder of images holding none of the model's
-    objects (camera: their calibration; default: `default_camera` per image size).
-    onnx: run the network from this ONNX file of the bundle (onnx_network.py).
+    objects, or a BOP split (its images without any instance of them; camera: their
+    calibration for a plain folder; default: `default_camera` per image size).
+    onnx: run the network from this ONNX file of the bundle (onnx_network.py). update: write
+    the false-positive figures into the bundle's card (`card_false_positives`).
     Returns the metrics document (what metrics.json holds, with 'out' added).
     """
     if data is None and negatives is None:
         raise Pose6dError('pose6d eval needs --data (a BOP dataset) and/or --negatives (a '
                           'folder of images without the model\'s objects)')
+    if update and onnx:
+        raise Pose6dError('--update-card writes the figures of the bundle\'s own network; '
+                          'drop --onnx (or --update-card)')
     dataset = BopDataset(data, split=split, object_ids=object_ids) if data is not None else None
-    negative_paths = negative_images(negatives) if negatives is not None else None
+    negative_paths = None
+    if negatives is not None:
+        model_ids = [obj.object_id for obj in load_bundle(model).objects]
+        negative_paths = negative_images(negatives, model_ids)
     if out is not None:
         out_dir = Path(out)
     elif dataset is not None:
@@ -152,9 +170,47 @@ def evaluate_model(model, data=None, split=None, object_ids=None, out=None, devi
     estimator = Estimator.from_bundle(model, device=device, config=EstimatorConfig(
         onnx=onnx, score_threshold=0.0, max_reprojection_error=math.inf))
     info = {'command': command, 'bundle': bundle_info(model), 'backend': estimator.backend}
-    return run_eval(estimator, dataset, out_dir, max_images=max_images, object_ids=object_ids,
-                    force=force, info=info, progress=progress, log=log,
-                    negatives=negative_paths, camera=camera)
+    if negatives is not None:
+        info['negatives'] = str(Path(negatives).resolve())
+    document = run_eval(estimator, dataset, out_dir, max_images=max_images,
+                        object_ids=object_ids, force=force, info=info, progress=progress,
+                        log=log, negatives=negative_paths, camera=camera)
+    if update:
+        entries = card_false_positives(document)
+        if not entries:
+            raise Pose6dError('--update-card: no images without the model\'s objects were '
+                              'evaluated, so there is no false-positive figure to write (give '
+                              '--negatives, or --data with such images)')
+        card = load_bundle(model).card
+        update_card(model, {'false_positives': {**(card.get('false_positives') or {}),
+                                                **entries}})
+        document['card_updated'] = sorted(entries)
+    return document
+
+
+def card_false_positives(document):
+    """{set name: its false-positive figures} for the card's `false_positives:` section.
+
+    One entry per set of negative images in an eval document: the --negatives folder (named
+    by its folder) and the images of --data without the objects (named <dataset>/<split>).
+    """
+    entries = {}
+    for key in ('false_positives', 'false_positives_in_data'):
+        summary = document.get(key)
+        if not summary:
+            continue
+        entry = {'images': summary['images'], 'source': summary['folder']}
+        if 'min_score' in summary:
+            entry['min_score'] = summary['min_score']
+            entry['with_detection_at_min_score'] = round(summary['at_min_score'], 4)
+        entry.update({
+            'with_detection': {t: round(v, 4) for t, v in summary['with_detection'].items()},
+            'highest_score': round(summary['highest_score'], 4),
+            'curve': [[round(t, 2), round(v, 4)] for t, v in summary['curve']],
+            'command': document.get('command'), 'date': document.get('date'),
+        })
+        entries[summary['name']] = entry
+    return entries
 
 
 def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, force=False,
@@ -175,14 +231,30 @@ def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, forc
     if dataset is None and not negatives:
         raise Pose6dError('nothing to evaluate: give a dataset, negative images, or both')
     document, evaluator, objects = {'files': []}, None, estimator.objects
+    min_score = getattr(estimator, 'card_min_score', None)
+    rows, scores = [], {}   # negatives.csv; per set of negatives its images' highest scores
     if dataset is not None:
-        document, evaluator, objects = _score_dataset(estimator, dataset, max_images,
-                                                      object_ids, info, progress)
+        document, evaluator, objects, rows = _score_dataset(estimator, dataset, max_images,
+                                                            object_ids, info, progress)
+        if rows:
+            summary = negatives_summary([score for _, score, _ in rows], min_score=min_score)
+            summary.update(folder=str(Path(dataset.split_dir).resolve()),
+                           name=f'{Path(dataset.dataset_dir).name}/{dataset.split}')
+            document['false_positives_in_data'] = summary
+            scores[summary['name']] = [score for _, score, _ in rows]
     if negatives:
-        summary, rows = score_negatives(estimator, negatives, camera, progress)
+        summary, negative_rows = score_negatives(estimator, negatives, camera, progress,
+                                                 min_score=min_score)
+        if (info or {}).get('negatives'):
+            summary['folder'] = info['negatives']
+        summary['name'] = Path(summary['folder']).name
         document = {**({} if dataset is not None else _header(info, estimator)), **document,
                     'false_positives': summary}
+        scores = {summary['name']: [score for _, score, _ in negative_rows], **scores}
+        rows = negative_rows + rows
+    if rows:
         document['negative_rows'] = rows
+        document['negative_scores'] = scores
     document['markdown'] = markdown_report(document)
     write_eval_folder(out_dir, document, evaluator, objects, force)
     document['out'] = str(out_dir)
@@ -192,17 +264,21 @@ def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, forc
 
 
 def _score_dataset(estimator, dataset, max_images, object_ids, info, progress):
-    """Score every image of the dataset: (metrics document, protocol evaluator, objects)."""
+    """Score every image of the dataset: (metrics document, protocol evaluator, objects,
+    rows of its negative images: (image, highest score, its object or None) per image
+    without any instance of the model's objects)."""
     objects = objects_for_metrics(estimator.objects, dataset)
     wanted = None if object_ids is None else {int(i) for i in object_ids}
     count = len(dataset) if max_images is None else min(len(dataset), int(max_images))
     if count == 0:
         raise Pose6dError(f'dataset {dataset.split_dir} has no images to evaluate')
     evaluator, filtered = PoseEvaluator(objects), PoseEvaluator(objects)
-    stage_seconds = {}
+    operating = operating_filters(estimator)
+    model_ids = {obj.object_id for obj in objects}
+    stage_seconds, negative_rows = {}, []
     first = dataset[0]
     estimator(first.load_image(), first.camera)  # warm-up (lazy init, autotuning): not timed
-    with _bar(count, 'pose6d eval', progress) as bar:
+    with progress_bar(count, 'pose6d eval', progress) as bar:
         for index in range(count):
             sample = dataset[index]
             image = sample.load_image()
@@ -212,8 +288,11 @@ def _score_dataset(estimator, dataset, max_images, object_ids, info, progress):
             if wanted is not None:
                 predictions = [p for p in predictions if p.object_id in wanted]
             evaluator.process(sample, predictions, seconds)
-            filtered.process(sample, [p for p in predictions
-                                      if passes_filters(p, **OPERATING_FILTERS)])
+            filtered.process(sample, [p for p in predictions if passes_filters(p, **operating)])
+            if not any(a.object_id in model_ids for a in sample.annotations):
+                best = max(predictions, key=lambda p: p.score, default=None)
+                negative_rows.append((str(sample.image_path), best.score if best else 0.0,
+                                      best.object_name if best else None))
             for stage, value in (getattr(estimator, 'timings', None) or {}).items():
                 stage_seconds.setdefault(stage, []).append(value)
             bar.update(1)
@@ -222,21 +301,29 @@ def _score_dataset(estimator, dataset, max_images, object_ids, info, progress):
         raise Pose6dError(
             f'no ground-truth instance of the model\'s objects (ids '
             f'{", ".join(str(o.object_id) for o in objects)}) in the first {count} images of '
-            f'{dataset.split_dir}; is it the right dataset?')
+            f'{dataset.split_dir}; is it the right dataset? (For the false positives on a split '
+            'without them, pass it as --negatives.)')
     document = metrics_document(evaluator, summary, objects, dataset, count, info,
                                 stage_seconds, getattr(estimator, 'device', None))
     kept = filtered.evaluate()
     document['filtered'] = {
-        'min_score': OPERATING_FILTERS['min_score'],
-        'max_reprojection_error_px': OPERATING_FILTERS['max_reprojection_error'],
+        'min_score': operating['min_score'],
+        'max_reprojection_error_px': operating['max_reprojection_error'],
         'objects': {name: {k: values[k] for k in SCORE_KEYS}
                     for name, values in kept['objects'].items()},
         'mean': {k: kept['mean'][k] for k in SCORE_KEYS},
     }
-    return document, evaluator, objects
+    return document, evaluator, objects, negative_rows
 
 
-def _bar(count, desc, progress):
+def operating_filters(estimator):
+    """The estimator's default filters: OPERATING_FILTERS with the card's min_score if any."""
+    min_score = getattr(estimator, 'card_min_score', None)
+    return {**OPERATING_FILTERS, **({} if min_score is None else {'min_score': min_score})}
+
+
+def progress_bar(count, desc, progress):
+    """A tqdm bar: progress True, False, or None (shown when stderr is a terminal)."""
     return tqdm(total=count, unit='img', desc=desc, dynamic_ncols=True,
                 disable=(not sys.stderr.isatty()) if progress is None else not progress)
 
@@ -251,12 +338,27 @@ def _header(info, estimator):
 # --- negatives ----------------------------------------------------------------------------
 
 
-def negative_images(folder):
-    """The image files under `folder` (searched recursively: a BOP split's rgb/ folders too)."""
+def negative_images(folder, object_ids=None):
+    """The images under `folder` that hold none of the objects `object_ids`.
+
+    A BOP dataset or split (a scene_gt.json under it): its images without an instance of those
+    objects, as (path, camera) pairs with the split's cameras. Any other folder: every image
+    file under it (searched recursively), each assumed to hold none of them.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise Pose6dError(f'negatives folder not found: {folder} (expected a folder of images '
-                          'that hold none of the model\'s objects)')
+                          'that hold none of the model\'s objects, or a BOP split)')
+    if next(folder.rglob('scene_gt.json'), None) is not None:
+        dataset = BopDataset(folder)
+        wanted = None if object_ids is None else {int(i) for i in object_ids}
+        pairs = [(sample.image_path, sample.camera) for sample in dataset
+                 if not any(wanted is None or a.object_id in wanted
+                            for a in sample.annotations)]
+        if not pairs:
+            raise Pose6dError(f'every image of the BOP split {dataset.split_dir} holds one of '
+                              'the model\'s objects: no negatives there')
+        return pairs
     paths = sorted(p for p in folder.rglob('*')
                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and 'mask' not in p.parent.name)
@@ -265,29 +367,37 @@ def negative_images(folder):
     return paths
 
 
-def score_negatives(estimator, paths, camera=None, progress=None):
+def score_negatives(estimator, paths, camera=None, progress=None, min_score=None,
+                    estimates=None):
     """Run the estimator on images without the model's objects: (summary, per-image rows).
 
-    Every detection on such an image is a false positive. camera: their calibration (a
-    CameraModel); default: `default_camera` of each image's size. rows: (image, highest
-    score, its object or None) per image.
+    Every detection on such an image is a false positive. paths: image files, or (file,
+    CameraModel) pairs (a BOP split's, `negative_images`); camera: the calibration of plain
+    files (default: `default_camera` of each image's size). min_score: the model's default
+    threshold, reported on its own (`negatives_summary`). estimates: a list that receives the
+    score of every estimate (calibration.py fits on them). rows: (image, highest score, its
+    object or None) per image.
     """
     rows, highest = [], []
-    with _bar(len(paths), 'pose6d eval negatives', progress) as bar:
-        for path in paths:
+    with progress_bar(len(paths), 'pose6d eval negatives', progress) as bar:
+        for item in paths:
+            path, cam = item if isinstance(item, tuple) else (item, camera)
             image = load_image_rgb(path)
             height, width = image.shape[:2]
-            cam = camera if camera is not None else default_camera(width, height)
+            cam = cam if cam is not None else default_camera(width, height)
             if cam.size != (width, height):
                 raise Pose6dError(f'negative image {path} is {width}x{height} but the camera '
                                   f'is {cam.width}x{cam.height}')
             found = estimator(image, cam)
+            if estimates is not None:
+                estimates.extend(float(p.score) for p in found)
             best = max(found, key=lambda p: p.score, default=None)
             highest.append(best.score if best is not None else 0.0)
             rows.append((str(path), highest[-1], best.object_name if best else None))
             bar.update(1)
-    summary = negatives_summary(highest)
-    summary['folder'] = str(Path(paths[0]).parent)
+    summary = negatives_summary(highest, min_score=min_score)
+    first = paths[0][0] if isinstance(paths[0], tuple) else paths[0]
+    summary['folder'] = str(Path(first).parent)
     return summary, rows
 
 
@@ -454,6 +564,12 @@ def write_eval_folder(out_dir, document, evaluator, objects, force=False):
             files += [PREDICTIONS_CSV] + plot_curves(evaluator.records, objects, staging)
             write_bop_csv(staging / PREDICTIONS_CSV, evaluator.predictions)
         rows = document.pop('negative_rows', None)
+        scores = document.pop('negative_scores', None)
+        if scores:
+            plot_false_positives(scores, evaluator.records if evaluator else None,
+                                 staging / FALSE_POSITIVE_PLOT,
+                                 _min_score_of(document))
+            files.append(FALSE_POSITIVE_PLOT)
         if rows is not None:
             files.append(NEGATIVES_CSV)
             (staging / NEGATIVES_CSV).write_text('image,highest_score,object\n' + ''.join(
@@ -481,16 +597,70 @@ def markdown_report(document):
                          'as the node and `pose6d predict` run it:\n\n'
                          + score_table(filtered['objects'], filtered['mean'],
                                        [c for c in TABLE_COLUMNS if c[0] in SCORE_KEYS]))
-    negatives = document.get('false_positives')
-    if negatives:
-        header = ' | '.join(f'>= {t}' for t in negatives['with_detection'])
-        cells = ' | '.join(f'{100.0 * v:.1f}' for v in negatives['with_detection'].values())
-        parts.append(f'False positives: images with a detection at a score of, on '
-                     f'{negatives["images"]} images without the model\'s objects '
-                     f'({negatives["folder"]}), in %:\n\n| {header} |\n|'
-                     + ' ---: |' * len(negatives['with_detection'])
-                     + f'\n| {cells} |\n\nHighest score {negatives["highest_score"]:.2f}.\n')
+    for key in ('false_positives', 'false_positives_in_data'):
+        if document.get(key):
+            parts.append(_false_positive_table(document[key]))
+    if any(document.get(k) for k in ('false_positives', 'false_positives_in_data')):
+        parts.append(f'![false positives against the score threshold]({FALSE_POSITIVE_PLOT})\n')
     return '\n'.join(parts)
+
+
+def _false_positive_table(negatives):
+    """Markdown: the share of negative images with a detection per threshold, and its curve."""
+    thresholds = list(negatives['with_detection'])
+    default = negatives.get('min_score')
+    header = ' | '.join(f'>= {t}' + (' (default)' if default is not None
+                                     and t == f'{default:g}' else '') for t in thresholds)
+    cells = ' | '.join(f'{100.0 * v:.1f}' for v in negatives['with_detection'].values())
+    curve = ', '.join(f'{t:g}: {100.0 * v:.1f}' for t, v in negatives['curve'][2::2])
+    return (f'False positives: images with a detection at a score of, on '
+            f'{negatives["images"]} images without the model\'s objects '
+            f'({negatives["folder"]}), in %:\n\n| {header} |\n|'
+            + ' ---: |' * len(thresholds)
+            + f'\n| {cells} |\n\nHighest score {negatives["highest_score"]:.2f}. Score curve '
+            f'(threshold: % of images with a detection): {curve}.\n')
+
+
+def _min_score_of(document):
+    for key in ('false_positives', 'false_positives_in_data'):
+        if (document.get(key) or {}).get('min_score') is not None:
+            return document[key]['min_score']
+    return None
+
+
+def plot_false_positives(scores, records, path, min_score=None):
+    """Write the false-positive curve PNG: per set of negative images, the % of them with a
+    detection at a score >= the threshold; with records (a dataset's instances), the recall
+    and ADD(-S) 0.1d of the instances whose estimate scores >= the threshold beside it.
+    """
+    # deferred: matplotlib is heavy to import and only the plots need it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    thresholds = np.linspace(0.0, 1.0, 201)
+    figure = Figure(figsize=(5.6, 3.8), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=np.float64)
+        axes.plot(thresholds, [100.0 * np.mean(values >= t) for t in thresholds],
+                  linewidth=1.5, label=f'images with a detection: {name} ({values.size})')
+    if records:
+        found = np.array([r['score'] if r['detected'] else -np.inf for r in records])
+        right = np.array([r['add_passed'] for r in records])
+        axes.plot(thresholds, [100.0 * np.mean(found >= t) for t in thresholds], 'k--',
+                  linewidth=1.2, label=f'recall ({len(records)} instances)')
+        axes.plot(thresholds, [100.0 * np.mean((found >= t) & right) for t in thresholds],
+                  'k:', linewidth=1.2, label='ADD(-S) 0.1d')
+    if min_score is not None:
+        axes.axvline(min_score, color='0.5', linestyle=':', linewidth=1.0)
+    axes.set(xlim=(0.0, 1.0), ylim=(0.0, 100.0), xlabel='score threshold', ylabel='%',
+             title='False positives against the score threshold')
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc='upper right', fontsize='small')
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
 
 
 def _markdown_file(document):

@@ -5,6 +5,10 @@ random occluder and distractor shapes, and the lighting, from a numpy Generator 
 seed gives one scene. `render_scene` renders it and labels the instances that are visible
 enough; the others are still rendered (they occlude) but get no label.
 
+A share of scenes (`negative_share`) holds none of the objects: only random shapes (boxes,
+ellipsoids, cylinders and irregular convex polyhedra, coloured or textured) at the objects'
+distances. Their images carry no ground truth and teach a network that nothing is there.
+
 Poses are T_cam_obj in metres (README conventions); a scene is rendered with an ideal
 pinhole camera of the camera's K (no distortion, as `Renderer`).
 """
@@ -16,6 +20,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
@@ -25,6 +30,8 @@ from pose6d_ros.core.errors import ObjectModelError, Pose6dError
 from pose6d_ros.core.geometry.poses import box_2d, random_rotation
 
 VIEWS = ('sphere', 'upper_hemisphere')
+SHAPE_KINDS = ('box', 'sphere', 'cylinder')              # occluders and distractors
+NEGATIVE_SHAPE_KINDS = SHAPE_KINDS + ('polyhedron',)    # the shapes of negative scenes
 ELEVATION_SAMPLING = ('area', 'angle')
 
 
@@ -76,6 +83,13 @@ class SceneConfig:
     # Tries to place an object or shape without intersecting those placed before; it is
     # left out when every try fails.
     placement_tries: int = 20
+    # Share of scenes that hold none of the objects (negatives: no ground truth), drawn per
+    # image: a background with `negative_shapes` random shapes at the objects' distances, some
+    # of them irregular polyhedra (objects of other shapes), so that a network learns that
+    # nothing is there. 0 (the default) draws the objects in every scene, as before.
+    negative_share: float = 0.0
+    # Random shapes in a negative scene (0: the background alone).
+    negative_shapes: tuple = (1, 6)
 
     def __post_init__(self):
         self.validate()
@@ -108,6 +122,9 @@ class SceneConfig:
         _float_range((self.min_visible_fraction, self.min_visible_fraction),
                      'scene.min_visible_fraction', 0.0, 1.0)
         _int_range((self.placement_tries, self.placement_tries), 'scene.placement_tries', 1)
+        _float_range((self.negative_share, self.negative_share), 'scene.negative_share', 0.0,
+                     1.0)
+        _int_range(self.negative_shapes, 'scene.negative_shapes', 0)
 
     @classmethod
     def from_dict(cls, data, where='scene'):
@@ -115,8 +132,19 @@ class SceneConfig:
         return cls(**dataclass_kwargs(cls, data, where, lists_as_tuples=True))
 
     def to_dict(self):
-        """Plain values (lists for ranges), as `from_dict` reads them."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain values (lists for ranges), as `from_dict` reads them.
+
+        Without negatives the negative fields are left out: the settings a synth run records
+        (and a rerun must match to continue it) are then those of runs made before them.
+        """
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.negative_share:
+            for key in _NEGATIVE_FIELDS:
+                values.pop(key)
+        return values
+
+
+_NEGATIVE_FIELDS = ('negative_share', 'negative_shapes')
 
 
 # --- scenes -----------------------------------------------------------------------------------
@@ -134,7 +162,7 @@ class Instance(NamedTuple):
 class Shape:
     """A random occluder or distractor: its mesh (metres) and pose T_cam_shape."""
 
-    kind: str           # 'box', 'sphere', 'cylinder'
+    kind: str           # one of SHAPE_KINDS or NEGATIVE_SHAPE_KINDS
     role: str           # 'occluder' or 'distractor'
     mesh: MeshData
     R: np.ndarray
@@ -186,6 +214,10 @@ def sample_scene(rng, object_set, camera, config=None):
     """Draw a random scene (see SceneConfig); deterministic for a given `rng` state."""
     config = SceneConfig() if config is None else config
     candidates = candidate_classes(object_set, config)
+    # The draw happens only with negatives configured, so that without them every scene is
+    # the one an earlier version drew from the same seed.
+    if config.negative_share and rng.random() < config.negative_share:
+        return negative_scene(rng, object_set, candidates, camera, config)
     count = min(len(candidates), _randint(rng, config.objects_per_image))
     chosen = rng.choice(candidates, size=count, replace=False)
     instances, object_ids, points, spheres = [], [], [], []
@@ -214,6 +246,22 @@ def sample_scene(rng, object_set, camera, config=None):
         if shape is not None:
             shapes.append(shape)
     return Scene(instances, shapes, lighting, object_ids, points, config)
+
+
+def negative_scene(rng, object_set, candidates, camera, config):
+    """A scene without any of the objects: random shapes (`negative_shapes`) and lighting.
+
+    The shapes are sized and placed as distractors (the size of an object of the set, at its
+    distances), and drawn from more kinds, irregular convex polyhedra included.
+    """
+    lighting = Lighting.random(rng)
+    shapes, spheres = [], []
+    for _ in range(_randint(rng, config.negative_shapes)):
+        shape = _distractor(rng, object_set, candidates, camera, config, spheres,
+                            kinds=NEGATIVE_SHAPE_KINDS)
+        if shape is not None:
+            shapes.append(shape)
+    return Scene([], shapes, lighting, [], [], config)
 
 
 def candidate_classes(object_set, config):
@@ -443,7 +491,7 @@ def _occluder(rng, camera, config, target, spheres):
     return None
 
 
-def _distractor(rng, object_set, candidates, camera, config, spheres):
+def _distractor(rng, object_set, candidates, camera, config, spheres, kinds=SHAPE_KINDS):
     """A shape at an object-like size and distance somewhere in the image, or None."""
     obj = object_set[int(candidates[int(rng.integers(len(candidates)))])]
     near, far = distance_range(obj, camera, config)
@@ -454,20 +502,22 @@ def _distractor(rng, object_set, candidates, camera, config, spheres):
         if distance - radius <= 0.05 * near or _intersects(centre, radius, spheres):
             continue
         spheres.append((centre, radius))
-        return _random_shape(rng, 'distractor', radius, centre)
+        return _random_shape(rng, 'distractor', radius, centre, kinds)
     return None
 
 
 # --- random shapes ----------------------------------------------------------------------------
 
 
-def _random_shape(rng, role, radius, centre):
-    """A box, ellipsoid or cylinder fitting a sphere of `radius`, coloured or textured."""
-    kind = ('box', 'sphere', 'cylinder')[int(rng.integers(3))]
+def _random_shape(rng, role, radius, centre, kinds=SHAPE_KINDS):
+    """A shape of one of `kinds` fitting a sphere of `radius`, coloured or textured."""
+    kind = kinds[int(rng.integers(len(kinds)))]
     extents = rng.uniform(0.25, 1.0, 3)
     extents *= radius / np.linalg.norm(extents) if kind != 'sphere' else radius / extents.max()
     if kind == 'box':
         vertices, faces, uvs = _box(extents)
+    elif kind == 'polyhedron':
+        vertices, faces, uvs = _polyhedron(rng, extents)
     elif kind == 'sphere':
         sphere = uv_sphere(rings=12, segments=24, radius=1.0)
         vertices, faces, uvs = sphere.vertices * extents, sphere.faces, sphere.uvs
@@ -481,6 +531,29 @@ def _random_shape(rng, role, radius, centre):
         texture = procedural_background(rng, 64, 64)
         mesh = MeshData(vertices, faces, uvs=uvs, texture=texture)
     return Shape(kind, role, mesh, random_rotation(rng), np.asarray(centre, dtype=np.float64))
+
+
+def _polyhedron(rng, half):
+    """An irregular convex polyhedron within half extents `half`: the hull of 8-16 points.
+
+    Each face has its own vertices (flat normals, sharp edges); uvs are the points' spherical
+    angles, so a texture wraps it.
+    """
+    count = int(rng.integers(8, 17))
+    directions = rng.normal(size=(count, 3))
+    points = directions / np.linalg.norm(directions, axis=1, keepdims=True) * half
+    hull = ConvexHull(points)
+    faces = hull.simplices.copy()
+    centre = points[hull.vertices].mean(axis=0)
+    corners = points[faces]                                          # (F, 3, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    inward = np.einsum('ij,ij->i', normals, corners.mean(axis=1) - centre) < 0
+    faces[inward] = faces[inward][:, ::-1]                           # counter-clockwise outside
+    vertices = points[faces].reshape(-1, 3)
+    unit = vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
+    uvs = np.stack([0.5 + np.arctan2(unit[:, 1], unit[:, 0]) / (2 * np.pi),
+                    0.5 + np.arcsin(np.clip(unit[:, 2], -1.0, 1.0)) / np.pi], axis=1)
+    return vertices, np.arange(len(vertices)).reshape(-1, 3), uvs
 
 
 def _box(half):

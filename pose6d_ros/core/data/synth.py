@@ -490,6 +490,8 @@ def _summary(out, settings, requested, written, workers, elapsed, timing, starte
         'images_this_run': written,
         'instances': len(fractions),
         'instances_per_image': round(len(fractions) / max(1, len(info)), 3),
+        # negative scenes (scene.negative_share), and scenes whose objects were all too hidden
+        'images_without_objects': sum(1 for entries in info.values() if not entries),
         'mean_visib_fract': round(float(np.mean(fractions)), 4) if fractions else None,
         'seconds': round(elapsed, 3),
         'startup_seconds': (round(timing['first'] - started, 3)
@@ -509,7 +511,8 @@ def format_summary(summary, out):
         f'wrote {summary["images_this_run"]} images ({summary["images"]} in total) to {out}',
         f'  {summary["instances"]} labelled instances ({summary["instances_per_image"]} per '
         f'image), mean visible fraction '
-        f'{"n/a" if visibility is None else f"{visibility:.2f}"}',
+        f'{"n/a" if visibility is None else f"{visibility:.2f}"}; '
+        f'{summary["images_without_objects"]} images without ground truth',
         f'  {summary["seconds"]:.1f} s, {summary["images_per_second"] or 0:.1f} images/s with '
         f'{summary["workers"]} worker(s), seed {summary["seed"]}',
     ]

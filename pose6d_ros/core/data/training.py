@@ -8,6 +8,8 @@ the same affine map, so targets and pixels always agree.
 With `crop` set, a sample is a window of that size cut from the letterboxed input around one
 labelled object (at the same scale as at inference). A fully convolutional network learns the
 same thing from it at a fraction of the cost per image; it is evaluated on the whole input.
+An image without any object (a negative) gives a window anywhere, with all-background
+targets, and `background_crops` places that share of the other windows anywhere too.
 """
 
 from __future__ import annotations
@@ -93,11 +95,16 @@ class PoseSamples(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, objects, input_size, target_builder, normalisation,
-                 augment=None, seed=0, crop=None):
+                 augment=None, seed=0, crop=None, background_crops=0.0):
         self.dataset = dataset
         self.objects = objects
         self.input_size = tuple(int(v) for v in input_size)
         self.crop = None if crop is None else tuple(int(v) for v in crop)
+        # Windows around an object always hold it near their middle: the network would never
+        # see the parts of the input away from its objects, where at inference it must find
+        # nothing. This share of the windows of images with objects is placed anywhere (its
+        # targets are whatever of the objects it holds, often nothing).
+        self.background_crops = float(background_crops)
         self.target_builder = target_builder
         self.mean, self.std = normalisation['mean'], normalisation['std']
         self.augment = augment
@@ -137,8 +144,12 @@ class PoseSamples(torch.utils.data.Dataset):
                 pixels = camera.project(Pose(annotation.R, annotation.t).transform(obj.keypoints))
                 labelled.append((annotation, class_id, pixels))
         if self.crop is not None:
-            matrix = compose(self._crop_window(rng, [apply_affine(matrix, pixels)
-                                                     for _, _, pixels in labelled]), matrix)
+            # The extra draw only when asked for: without it a run takes the windows of
+            # earlier versions.
+            anywhere = self.background_crops > 0 and rng.random() < self.background_crops
+            around = [] if anywhere else [apply_affine(matrix, pixels)
+                                          for _, _, pixels in labelled]
+            matrix = compose(self._crop_window(rng, around), matrix)
             width, height = self.crop
         warped = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

@@ -19,7 +19,8 @@ class ObjectPose:
     object_name: str
     class_id: int                 # index in the model's object set
     object_id: int                # dataset object id
-    score: float                  # detection confidence in [0, 1]
+    score: float                  # detection confidence in [0, 1]; with a calibrated model
+    #                               (its card's calibration:) the precision measured there
     keypoints: np.ndarray         # (9, 2) 8 box corners + centre, camera pixels; NaN if missing
     box: np.ndarray               # (4,) x_min, y_min, x_max, y_max, camera pixels
     R: np.ndarray                 # (3, 3) rotation object -> camera

@@ -4,7 +4,10 @@ Layout::
 
     <bundle>/
       card.yaml      method, network config, decoder config, input size, normalisation,
-                     classes, training summary, metrics (human-readable, the model card)
+                     classes, training summary, metrics (human-readable, the model card);
+                     optionally min_score (the model's default threshold), calibration (raw
+                     score -> precision, calibration.py) and false_positives (per set of
+                     images without the objects: the share with a detection)
       weights.pt     the network's state_dict (torch.save; loaded with weights_only=True)
       objects.yaml   the object set: names, ids, keypoints, diameters, symmetries, meshes
       meshes/        copies of the meshes (at most 4 MB each), referenced by objects.yaml
@@ -27,9 +30,10 @@ import yaml
 
 from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.errors import Pose6dError
-from pose6d_ros.core.files import make_temp_dir
+from pose6d_ros.core.files import make_temp_dir, write_atomic
 from pose6d_ros.core.geometry.mesh_copy import copy_mesh
 from pose6d_ros.core.geometry.objects import ObjectSet
+from pose6d_ros.core.inference.calibration import ScoreCalibration
 from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION  # noqa: F401 (re-exported)
 from pose6d_ros.core.nets.registry import build_network, METHODS
 from pose6d_ros.core.safe_load import torch_load
@@ -63,6 +67,18 @@ class Bundle:
     def input_size(self):
         """(width, height) of the network input."""
         return tuple(self.card['input_size'])
+
+    @property
+    def calibration(self):
+        """The card's ScoreCalibration (raw score -> precision), None without one."""
+        section = self.card.get('calibration')
+        return None if section is None else ScoreCalibration.from_dict(section)
+
+    @property
+    def min_score(self):
+        """The card's default score threshold (`pose6d calibrate-scores`), None without one."""
+        value = self.card.get('min_score')
+        return None if value is None else float(value)
 
     def weights_sha256(self):
         """SHA-256 of the weights file: ties an export to these weights."""
@@ -174,6 +190,40 @@ def _check_card(card, path):
         raise BundleError(f'bundle {path}: classes must be a non-empty list of object names')
     if not isinstance(card.get('network'), dict):
         raise BundleError(f'bundle {path}: network must be a mapping (the network config)')
+    min_score = card.get('min_score')
+    if min_score is not None and (isinstance(min_score, bool)
+                                  or not isinstance(min_score, (int, float))
+                                  or not 0.0 <= min_score <= 1.0):
+        raise BundleError(f'bundle {path}: min_score must be a number in [0, 1] (the default '
+                          f'score threshold); got {min_score!r}')
+    if card.get('calibration') is not None:
+        try:
+            ScoreCalibration.from_dict(card['calibration'], f'{CARD} calibration')
+        except Pose6dError as exc:
+            raise BundleError(f'bundle {path}: {exc}') from None
+
+
+def update_card(path, updates):
+    """Set top-level entries of a bundle's card.yaml ({key: value}; None removes the key),
+    atomically: a reader sees the old card or the new one, never half of it.
+
+    The result must still be a valid card; the rest of the card is kept as it was (in its
+    order). Returns the new card.
+    """
+    path = Path(path)
+    card_path = path / CARD
+    if not card_path.is_file():
+        raise BundleError(f'bundle {path} has no {CARD}; is it a pose6d model bundle?')
+    card = load_yaml(card_path, 'bundle card', BundleError)
+    _check_card(card, path)
+    for key, value in updates.items():
+        if value is None:
+            card.pop(key, None)
+        else:
+            card[key] = _plain(value)
+    _check_card(card, path)
+    write_atomic(card_path, yaml.safe_dump(card, sort_keys=False).encode(), sync=True)
+    return card
 
 
 def _objects_for_bundle(objects, staging, copy_meshes):

@@ -4,11 +4,15 @@ Used by the ROS node, the bag tool, `pose6d predict/eval/demo` and validation du
 training. Stages: preprocess (letterbox into the network input, normalise), network, decode
 (method-specific, on the network's device), then per instance: keypoints back to camera pixels
 and PnP with the live intrinsics and distortion.
+
+Scores: a bundle whose card has a `calibration:` section gives calibrated scores (the
+precision measured at that raw score, calibration.py), and the card's `min_score` is the
+default threshold; without them, raw scores and DEFAULT_SCORE_THRESHOLD, as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import time
 
 import cv2
@@ -26,10 +30,15 @@ from pose6d_ros.core.inference.onnx_network import OnnxNetwork
 from pose6d_ros.core.nets.fuse import fuse_conv_bn
 from pose6d_ros.core.nets.methods import get_method
 
+# The threshold of a model whose card sets no min_score.
+DEFAULT_SCORE_THRESHOLD = 0.3
+
 
 @dataclass
 class EstimatorConfig:
-    score_threshold: float = 0.3          # instances below this score are dropped
+    score_threshold: float | None = None  # instances below this score are dropped; None: the
+    #                                       card's min_score, else DEFAULT_SCORE_THRESHOLD
+    calibrate: bool = True                # scores through the card's calibration, if it has one
     max_reprojection_error: float = 10.0  # pixels; worse PnP fits are dropped
     min_keypoints: int = 4                # keypoints needed for PnP (at least 4)
     use_weights: bool = True              # weight PnP points by keypoint confidence
@@ -63,11 +72,19 @@ class Estimator:
     """
 
     def __init__(self, network, method, objects, input_size, normalisation, decoder=None,
-                 device='auto', config=None):
+                 device='auto', config=None, calibration=None, min_score=None):
         self.device = select_device(device)
         self.objects = objects
         self.input_size = tuple(int(v) for v in input_size)
         self.config = config or EstimatorConfig()
+        # calibration: a ScoreCalibration (raw score -> precision); min_score: the model's
+        # default threshold on the scores it returns (both from the bundle card).
+        self.calibration = calibration if self.config.calibrate else None
+        # A card's min_score is on the calibrated scale when it has a calibration: it does
+        # not apply to raw scores.
+        self.card_min_score = (None if min_score is None
+                               or (calibration is not None and self.calibration is None)
+                               else float(min_score))
         onnx = isinstance(network, OnnxNetwork)
         if self.device == 'cpu' and not onnx:
             torch.set_num_threads(inference_threads(self.config.threads))
@@ -100,7 +117,21 @@ class Estimator:
         method = get_method(bundle.method, len(bundle.objects), bundle.card['network'],
                             bundle.card.get('decoder'))
         return cls(network, method, bundle.objects, bundle.input_size,
-                   bundle.card['normalisation'], device=device, config=config)
+                   bundle.card['normalisation'], device=device, config=config,
+                   calibration=bundle.calibration, min_score=bundle.min_score)
+
+    @property
+    def score_threshold(self):
+        """The threshold in force: the config's, else the card's min_score, else the default."""
+        if self.config.score_threshold is not None:
+            return self.config.score_threshold
+        return self.card_min_score if self.card_min_score is not None else DEFAULT_SCORE_THRESHOLD
+
+    @score_threshold.setter
+    def score_threshold(self, value):
+        # One attribute store: a frame being solved in another thread sees the old or the new.
+        self.config = replace(self.config, score_threshold=None if value is None
+                              else float(value))
 
     # --- the pipeline -------------------------------------------------------------------------
 
@@ -179,9 +210,12 @@ class Estimator:
 
     def solve(self, instances, letterbox, camera):
         """Decoded instances (network-input pixels) -> ObjectPoses (camera pixels, PnP)."""
-        results = []
+        results, raw_scores = [], []
+        threshold = self.score_threshold
         for instance in instances:
-            if instance.score < self.config.score_threshold:
+            score = (float(instance.score) if self.calibration is None
+                     else self.calibration(float(instance.score)))
+            if score < threshold:
                 continue
             found = np.isfinite(instance.keypoints).all(axis=1)
             if found.sum() < max(self.config.min_keypoints, 4):
@@ -199,11 +233,13 @@ class Estimator:
                    else box_2d(camera.project(fit.pose.transform(obj.keypoints[:8]))))
             box = np.clip(box, -0.5, [camera.width - 0.5, camera.height - 0.5] * 2)
             results.append(ObjectPose(
-                obj.name, obj.class_id, obj.object_id, float(instance.score), keypoints, box,
+                obj.name, obj.class_id, obj.object_id, score, keypoints, box,
                 fit.R, fit.t, fit.reprojection_error, len(fit.inliers), obj.box_size,
                 obj.keypoints[8].copy()))
-        results.sort(key=lambda r: -r.score)
-        return results
+            raw_scores.append(float(instance.score))
+        # Best first; calibration maps score ranges to one precision, the raw score breaks ties.
+        order = sorted(range(len(results)), key=lambda i: (-results[i].score, -raw_scores[i]))
+        return [results[i] for i in order]
 
     def _prepare(self, network):
         """The network on the device, in eval mode, optimised as configured."""

@@ -11,7 +11,10 @@ filters (a minimum score, a maximum PnP reprojection error) are an operating cho
 `passes_filters` lets a report give the filtered figure beside the protocol's.
 
 False positives: on images that hold none of the model's objects (`negatives_summary`), the
-share of images with a detection at or above each score threshold, and the scores' curve.
+share of images with a detection at or above each score threshold, and the scores' curve. The
+evaluator collects them from a dataset's own images without any instance of the objects
+(`negative_scores`), and keeps every estimate with its verdicts (`estimates`), which is what
+score calibration (calibration.py) learns from.
 """
 
 from __future__ import annotations
@@ -23,8 +26,13 @@ import numpy as np
 from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.poses import Pose
 
-# Score thresholds at which the false-positive share is reported (0.5: the node's min_score).
+# Score thresholds at which the false-positive share is reported (0.5: the node's min_score
+# for a model whose card sets none).
 FALSE_POSITIVE_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+# What makes an estimate right (`estimates` holds each verdict): its pose passes ADD(-S) at
+# 0.1 d, the boxes of the model projected with both poses overlap by IoU >= 0.5 (the object
+# is there), or the 2D projection error is within 5 px.
+VERDICTS = ('add', 'iou_2d', 'proj_2d')
 
 
 def passes_filters(prediction, min_score, max_reprojection_error):
@@ -33,24 +41,32 @@ def passes_filters(prediction, min_score, max_reprojection_error):
             and prediction.reprojection_error <= max_reprojection_error)
 
 
-def negatives_summary(highest_scores, thresholds=FALSE_POSITIVE_THRESHOLDS):
+def negatives_summary(highest_scores, thresholds=FALSE_POSITIVE_THRESHOLDS, min_score=None):
     """False positives over negative images, from each image's highest detection score.
 
-    highest_scores: one number per image (0 where nothing was detected). Returns {'images',
-    'with_detection': {threshold: share of images}, 'highest_score', 'score_quantiles',
-    'curve': [[threshold, share], ...] for thresholds 0, 0.05, ..., 1}.
+    highest_scores: one number per image (0 where nothing was detected). min_score: the
+    model's default threshold, added to `thresholds` and reported on its own. Returns
+    {'images', 'with_detection': {threshold: share of images}, 'highest_score',
+    'score_quantiles', 'curve': [[threshold, share], ...] for thresholds 0, 0.05, ..., 1, and
+    with min_score: 'min_score', 'at_min_score' (the share there)}.
     """
     scores = np.asarray(highest_scores, dtype=np.float64).reshape(-1)
     if scores.size == 0:
         raise ValueError('no negative images to summarise')
+    thresholds = sorted({float(t) for t in thresholds}
+                        | ({float(min_score)} if min_score is not None else set()))
     curve = np.linspace(0.0, 1.0, 21)
-    return {
+    summary = {
         'images': int(scores.size),
         'with_detection': {f'{t:g}': float(np.mean(scores >= t)) for t in thresholds},
         'highest_score': float(scores.max()),
         'score_quantiles': {f'p{q}': float(np.percentile(scores, q)) for q in (50, 90, 99)},
         'curve': [[float(t), float(np.mean(scores >= t))] for t in curve],
     }
+    if min_score is not None:
+        summary['min_score'] = float(min_score)
+        summary['at_min_score'] = float(np.mean(scores >= min_score))
+    return summary
 
 
 class PoseEvaluator:
@@ -65,6 +81,9 @@ class PoseEvaluator:
     def reset(self):
         self.records = []      # one dict per ground-truth instance
         self.predictions = []  # (scene_id, image_id, ObjectPose, seconds)
+        self.estimates = []    # one dict per estimate: its score and VERDICTS (all False when
+        #                        it serves no instance: a false positive or a duplicate)
+        self.negative_scores = []  # per image without any of the objects: its highest score
         self.seconds = []
 
     def model_points(self, obj):
@@ -80,13 +99,14 @@ class PoseEvaluator:
             self.predictions.append((sample.scene_id, sample.image_id, p, seconds or 0.0))
         by_id = {obj.object_id: obj for obj in self.objects}
         matched = _match(sample, predictions, by_id, self.model_points)
+        verdicts = {}  # prediction index -> VERDICTS of the instance it serves
         for index, annotation in enumerate(sample.annotations):
             obj = by_id.get(annotation.object_id)
             if obj is None:
                 continue
             record = {'object': obj.name, 'scene_id': sample.scene_id,
                       'image_id': sample.image_id, 'visib_fract': annotation.visib_fract,
-                      'detected': False, 'add': np.inf, 'add_passed': False,
+                      'detected': False, 'score': None, 'add': np.inf, 'add_passed': False,
                       'rotation_deg': np.inf, 'translation': np.inf, 'cm_deg_passed': False,
                       'proj_2d': np.inf, 'proj_2d_passed': False, 'iou_2d': 0.0}
             if index in matched:
@@ -94,12 +114,24 @@ class PoseEvaluator:
                 gt = Pose(annotation.R, annotation.t)
                 errors = metrics.pose_errors(prediction.pose, gt, obj, sample.camera,
                                              self.model_points(obj))
-                record.update(detected=True, add=errors.add, add_passed=errors.add_passed,
+                record.update(detected=True, score=float(prediction.score), add=errors.add,
+                              add_passed=errors.add_passed,
                               rotation_deg=errors.rotation_deg,
                               translation=errors.translation,
                               cm_deg_passed=errors.cm_deg_passed, proj_2d=errors.proj_2d,
                               proj_2d_passed=errors.proj_2d_passed, iou_2d=errors.iou_2d)
+                verdicts[matched[index]] = {
+                    'add': bool(errors.add_passed), 'proj_2d': bool(errors.proj_2d_passed),
+                    'iou_2d': bool(errors.iou_2d >= metrics.IOU_THRESHOLD)}
             self.records.append(record)
+        negative = not any(a.object_id in by_id for a in sample.annotations)
+        for index, prediction in enumerate(predictions):
+            self.estimates.append({'scene_id': sample.scene_id, 'image_id': sample.image_id,
+                                   'object': prediction.object_name,
+                                   'score': float(prediction.score), 'negative_image': negative,
+                                   **verdicts.get(index, dict.fromkeys(VERDICTS, False))})
+        if negative:
+            self.negative_scores.append(max((float(p.score) for p in predictions), default=0.0))
 
     def evaluate(self):
         """{'objects': {name: summary}, 'mean': summary over objects, 'instances': n, 'fps'}."""
@@ -112,8 +144,10 @@ class PoseEvaluator:
         mean = ({k: float(np.mean([s[k] for s in per_object.values()])) for k in keys}
                 if per_object else {k: 0.0 for k in keys})
         fps = 1.0 / float(np.mean(self.seconds)) if self.seconds else None
+        negatives = (negatives_summary(self.negative_scores) if self.negative_scores
+                     else None)
         return {'objects': per_object, 'mean': mean, 'instances': len(self.records),
-                'fps': fps}
+                'fps': fps, 'false_positives': negatives}
 
 
 def _match(sample, predictions, by_id, model_points):

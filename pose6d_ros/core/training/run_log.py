@@ -12,7 +12,8 @@ from pose6d_ros.core.files import write_atomic
 
 # Validation columns of the log (val_<metric of evaluate.summarize>) and how the plot names them.
 VALIDATION_CURVES = {'val_add_0.1d': 'ADD(-S) 0.1d', 'val_proj_2d_5px': '2D proj. 5 px',
-                     'val_recall': 'recall'}
+                     'val_recall': 'recall',
+                     'val_false_positives': 'false positives (% of negative images)'}
 
 
 class TrainingLog:

@@ -54,6 +54,9 @@ from pose6d_ros.core.training.run_log import plot_training_log, TrainingLog
 MAX_VALIDATIONS = 10
 # The final loss of the summary is the mean of this many last iterations (one is noisy).
 FINAL_LOSS_ITERATIONS = 50
+# Validation's false-positive figure: negative images with a detection at this score or more
+# (the node's min_score for a model whose card sets none).
+VALIDATION_FALSE_POSITIVE_SCORE = 0.5
 
 # What every checkpoint.pt holds (see _save_checkpoint).
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'scaler', 'epoch', 'iteration')
@@ -99,6 +102,10 @@ class TrainConfig:
     out: str = ''                    # run directory
     input_size: tuple | None = None  # network input (width, height); None: the paper's
     train_crop: tuple | None = None  # keypoints: train on windows of this size around an object
+    # With train_crop: the share of windows of images with objects that is cut anywhere in the
+    # input instead of around an object (data/training.py says why). Images without objects
+    # always give a window anywhere.
+    background_crops: float = 0.0
     init_weights: str | None = None  # start from these weights (a bundle or checkpoint.pt)
     # ImageNet weights for the backbone: a file (pretrained.py lists the layouts), 'none', or
     # 'auto': the installed EfficientNet-Lite0 file for that backbone, random for the others.
@@ -176,6 +183,12 @@ def load_config(path=None, overrides=None):
         if any(c > i for c, i in zip(config.train_crop, input_size)):
             raise Pose6dError(f'train_crop {config.train_crop} must fit in the input size '
                               f'{tuple(input_size)}')
+    share = config.background_crops
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise Pose6dError(f'background_crops must be a number in [0, 1]; got {share!r}')
+    if share and config.train_crop is None:
+        raise Pose6dError('background_crops is a share of the train_crop windows; set '
+                          'train_crop too (or leave background_crops at 0)')
     return config
 
 
@@ -234,6 +247,11 @@ class TrainingRun:
             lines.append(f'last validation: ADD(-S) {v.get("add_0.1d", 0):.1f}%, 2D projection '
                          f'{v.get("proj_2d_5px", 0):.1f}%, 5cm5deg {v.get("5cm5deg", 0):.1f}%, '
                          f'recall {v.get("recall", 0):.1f}%')
+            if 'false_positives' in self.validation:
+                lines.append(f'  and a detection at a score >= '
+                             f'{VALIDATION_FALSE_POSITIVE_SCORE:g} on '
+                             f'{v["false_positives"]:.1f}% of '
+                             f'{self.validation["negative_images"]} images without objects')
         else:
             lines.append('no validation ran (no held-out images)')
         lines.append(f'log: {self.log}' + (f'   plot: {self.plot}' if self.plot else ''))
@@ -308,7 +326,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     normalisation = network.input_normalisation()
     samples = PoseSamples(train_view, objects, config.input_size, method.targets,
                           normalisation, AugmentConfig(enabled=config.augment), config.seed,
-                          crop=config.train_crop)
+                          crop=config.train_crop, background_crops=config.background_crops)
     sampler = (torch.utils.data.distributed.DistributedSampler(samples, seed=config.seed)
                if distributed else None)
     loader = torch.utils.data.DataLoader(
@@ -394,11 +412,12 @@ def _train(config, out, resume, progress, rank, distributed, device):
                                           normalisation, device=device)
                     summary, _ = evaluate_dataset(estimator, val_view, config.max_val_images)
                     network.train()
-                    last_metrics = {'validation': summary['mean'], 'epoch': epoch + 1,
+                    validation = validation_figures(summary)
+                    last_metrics = {'validation': validation, 'epoch': epoch + 1,
                                     'iteration': iteration, 'instances': summary['instances']}
                     log.write(epoch=epoch, iteration=iteration,
                               lr=optimizer.param_groups[0]['lr'],
-                              **{f'val_{k}': v for k, v in summary['mean'].items()})
+                              **{f'val_{k}': v for k, v in validation.items()})
             if finished:
                 break
     finally:
@@ -426,6 +445,18 @@ def _train(config, out, resume, progress, rank, distributed, device):
                        final_loss=(sum(recent_losses) / len(recent_losses)
                                    if recent_losses else None),
                        validation=last_metrics.get('validation', {}), log=out / LOG, plot=plot)
+
+
+def validation_figures(summary):
+    """The validation's mean figures, and with negative images among the held-out ones the
+    share of them with a detection at a score >= VALIDATION_FALSE_POSITIVE_SCORE."""
+    figures = dict(summary['mean'])
+    negatives = summary.get('false_positives')
+    if negatives:
+        figures['false_positives'] = negatives['with_detection'][
+            f'{VALIDATION_FALSE_POSITIVE_SCORE:g}']
+        figures['negative_images'] = negatives['images']
+    return figures
 
 
 def planned_iterations(config, iterations_per_epoch):
