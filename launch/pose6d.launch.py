@@ -28,6 +28,10 @@ ARGUMENTS = (
                        "onnxruntime on the CPU; '' = PyTorch"),
     ('image_transport', 'raw',
      "'raw' subscribes image_topic, 'compressed' subscribes <image_topic>/compressed"),
+    ('omp_wait_policy', 'PASSIVE',
+     "OMP_WAIT_POLICY of the node's process: PASSIVE (OpenMP threads sleep while they wait; "
+     "best on a CPU shared with other nodes), ACTIVE or '' (OpenMP's default: fastest on an "
+     "otherwise idle CPU)"),
     ('namespace', 'pose6d', "namespace of the node and its output topics ('' for none)"),
     ('image_topic', '/camera/image_raw', 'the camera image (sensor_msgs/Image)'),
     ('camera_info_topic', '/camera/camera_info',
@@ -47,6 +51,10 @@ def generate_launch_description():
         package='pose6d_ros',
         executable='pose6d_node',
         name='pose6d_node',
+        # On a robot's CPU, shared with the camera driver and other nodes, spinning OpenMP
+        # threads take the cores the network's other threads wait for (docs/ros.md, "Slow
+        # on a CPU").
+        additional_env={'OMP_WAIT_POLICY': LaunchConfiguration('omp_wait_policy')},
         namespace=LaunchConfiguration('namespace'),
         output='screen',
         emulate_tty=True,

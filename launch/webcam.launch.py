@@ -78,6 +78,10 @@ ARGUMENTS = (
     ('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'"),
     ('onnx_model', '', "ONNX file of the model (pose6d export --format onnx-int8) run by "
                        "onnxruntime on the CPU; '' = PyTorch"),
+    ('omp_wait_policy', 'PASSIVE',
+     "OMP_WAIT_POLICY of the node's process: PASSIVE (OpenMP threads sleep while they wait; "
+     "best on a CPU shared with other nodes), ACTIVE or '' (OpenMP's default: fastest on an "
+     "otherwise idle CPU)"),
     ('namespace', 'pose6d', 'namespace of the pose6d node and its outputs (config/pose6d.rviz '
                             'shows /pose6d/...)'),
     ('rviz', 'true', 'start RViz with config/pose6d.rviz (true/false)'),
@@ -158,6 +162,10 @@ def generate_launch_description():
         package='pose6d_ros',
         executable='pose6d_node',
         name='pose6d_node',
+        # On a robot's CPU, shared with the camera driver and other nodes, spinning OpenMP
+        # threads take the cores the network's other threads wait for (docs/ros.md, "Slow
+        # on a CPU").
+        additional_env={'OMP_WAIT_POLICY': LaunchConfiguration('omp_wait_policy')},
         namespace=LaunchConfiguration('namespace'),
         output='screen',
         emulate_tty=True,

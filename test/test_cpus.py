@@ -106,18 +106,3 @@ def test_torch_threads_holds_inside_the_block_and_restores_after():
     with torch_threads(None):                  # None: left as it is
         assert torch.get_num_threads() == before
 
-
-@pytest.mark.parametrize('preset, expected', [(None, 'PASSIVE'), ('ACTIVE', 'ACTIVE')])
-def test_openmp_threads_sleep_while_they_wait_unless_the_user_says_otherwise(preset, expected):
-    """Set on import of the package, before torch loads (OpenMP reads it once)."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
-    if preset:
-        env['OMP_WAIT_POLICY'] = preset
-    code = ('import os, sys; import pose6d_ros.tools.cli; '
-            'print("torch" in sys.modules, os.environ["OMP_WAIT_POLICY"])')
-    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out == ['False', expected]

@@ -248,14 +248,15 @@ def test_launch_file_compiles_and_uses_no_eval_or_installs(name, tmp_path):
 def test_launch_arguments():
     node_args = _launch_arguments('pose6d.launch.py')
     assert set(node_args) == {'params_file', 'model', 'device', 'onnx_model', 'namespace',
-                              'image_topic', 'camera_info_topic', 'image_transport'}
+                              'image_topic', 'camera_info_topic', 'image_transport',
+                              'omp_wait_policy'}
     assert node_args['image_topic'] == '/camera/image_raw'
     assert node_args['camera_info_topic'] == '/camera/camera_info'
     webcam_args = _launch_arguments('webcam.launch.py')
     assert {'driver', 'video_device', 'image_size', 'fps', 'loop', 'camera_info_url',
             'field_of_view', 'camera_frame', 'base_frame', 'x', 'y', 'z', 'roll', 'pitch',
             'yaw', 'model', 'device', 'onnx_model', 'namespace', 'params_file',
-            'rviz'} == set(webcam_args)
+            'rviz', 'omp_wait_policy'} == set(webcam_args)
     assert webcam_args['video_device'] == '/dev/video0'
     assert webcam_args['driver'] == 'python'     # needs no C++ camera driver
     assert float(webcam_args['field_of_view']) == CAMERA_PARAMETERS['field_of_view'].default
@@ -263,6 +264,7 @@ def test_launch_arguments():
     assert webcam_args['base_frame'] == 'base_link'
     for args in (node_args, webcam_args):
         assert args['model'] == '' and args['namespace'] == 'pose6d'
+        assert args['omp_wait_policy'] == 'PASSIVE'
         assert args['device'] == PARAMETERS['device'].default
         assert args['onnx_model'] == PARAMETERS['onnx_model'].default
     assert node_args['image_transport'] == PARAMETERS['image_transport'].default
@@ -386,3 +388,19 @@ def test_setup_installs_the_launch_and_config_files():
     assert "glob('config/*.yaml') + glob('config/*.rviz')" in setup
     for path in ('config/pose6d.yaml', 'config/pose6d.rviz', *LAUNCH_FILES.values()):
         assert (ROOT / path).is_file(), path
+
+
+@pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
+def test_the_node_process_gets_the_openmp_wait_policy_of_the_launch_argument(name):
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads: it must be in the process's
+    environment from the start, so the launch file sets it, not the node."""
+    found = []
+    for node in ast.walk(_launch_tree(name)):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'Node':
+            keywords = {k.arg: k.value for k in node.keywords}
+            if keywords['executable'].value != 'pose6d_node':
+                continue
+            env = keywords['additional_env']
+            (key,), (value,) = env.keys, env.values
+            found.append((key.value, value.func.id, value.args[0].value))
+    assert found == [('OMP_WAIT_POLICY', 'LaunchConfiguration', 'omp_wait_policy')]
