@@ -10,15 +10,15 @@ import yaml
 from pose6d_ros.core.data.bop import BopDataset
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.inference.bundle import BundleError, load_bundle, update_card
-from pose6d_ros.core.inference.calibration import (
-    isotonic_fit,
-    operating_point,
-    ScoreCalibration,
-)
 from pose6d_ros.core.inference.estimator import (
     DEFAULT_SCORE_THRESHOLD,
     Estimator,
     EstimatorConfig,
+)
+from pose6d_ros.core.inference.score_calibration import (
+    isotonic_fit,
+    operating_point,
+    ScoreCalibration,
 )
 from pose6d_ros.ros.pipeline import (
     FALLBACK_MIN_SCORE,

@@ -4,7 +4,7 @@ The bundle runs with raw scores and no score threshold over a held-out BOP split
 without the objects count as negatives) and optionally a folder of images without the
 objects. Every estimate is right or wrong by `verdict` (evaluate.VERDICTS: by default the
 object is there, its projected box overlapping the truth's by IoU >= 0.5); the isotonic map of
-raw score -> precision (core/inference/calibration.py) is fitted on them, and the operating
+raw score -> precision (core/inference/score_calibration.py) is fitted on them, and the operating
 point is the lowest calibrated score with the target precision (and at most the given share
 of negative images with a detection). The card then gets::
 
@@ -28,9 +28,9 @@ from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.inference.bundle import load_bundle, update_card
-from pose6d_ros.core.inference.calibration import operating_point, ScoreCalibration
 from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
 from pose6d_ros.core.inference.evaluate import PoseEvaluator, VERDICTS
+from pose6d_ros.core.inference.score_calibration import operating_point, ScoreCalibration
 from pose6d_ros.tools.report import (
     negative_images,
     objects_for_metrics,

@@ -33,7 +33,7 @@ from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.files import make_temp_dir, write_atomic
 from pose6d_ros.core.geometry.mesh_copy import copy_mesh
 from pose6d_ros.core.geometry.objects import ObjectSet
-from pose6d_ros.core.inference.calibration import ScoreCalibration
+from pose6d_ros.core.inference.score_calibration import ScoreCalibration
 from pose6d_ros.core.nets.pretrained import IMAGENET_NORMALISATION  # noqa: F401 (re-exported)
 from pose6d_ros.core.nets.registry import build_network, METHODS
 from pose6d_ros.core.safe_load import torch_load
