@@ -330,3 +330,23 @@ def test_a_training_crop_is_checked(values, message):
 
     with pytest.raises(Pose6dError, match=message):
         load_config(None, values)
+
+
+def test_validation_takes_the_meshes_from_the_validation_data_when_objects_have_none(
+        tiny_dataset, tmp_path):
+    # The LM-O recipe: objects by name without meshes (config/objects/lmo.yaml); ADD needs
+    # the meshes, which the BOP validation folder holds in models/.
+    objects = BopDataset(tiny_dataset).object_set
+    for obj in objects:
+        obj.mesh_path = None
+    objects_yaml, out = tmp_path / 'objects.yaml', tmp_path / 'run'
+    objects.to_yaml(objects_yaml)
+    status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),
+                       '--val-data', str(tiny_dataset), '--objects', str(objects_yaml),
+                       '--out', str(out), '--input-size', '96x72', '--backbone', 'hrnet_tiny',
+                       '--epochs', '1', '--batch-size', '4', '--max-iterations', '1',
+                       '--workers', '0', '--device', 'cpu', '--quiet'])
+    assert status == 0
+    rows = list(csv.DictReader(open(out / 'log.csv')))
+    assert rows[-1]['val_recall'] != ''
+    assert load_bundle(out / 'bundle').objects[0].mesh_path is None

@@ -29,11 +29,10 @@ from pose6d_ros.core.geometry import metrics
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.inference.bundle import load_bundle, update_card
 from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
-from pose6d_ros.core.inference.evaluate import PoseEvaluator, VERDICTS
+from pose6d_ros.core.inference.evaluate import objects_for_metrics, PoseEvaluator, VERDICTS
 from pose6d_ros.core.inference.score_calibration import operating_point, ScoreCalibration
 from pose6d_ros.tools.report import (
     negative_images,
-    objects_for_metrics,
     progress_bar,
     score_negatives,
 )

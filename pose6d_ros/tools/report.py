@@ -29,7 +29,6 @@ on every frame of a video, a camera or an image folder (`predict_video`): an ann
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime
 import json
@@ -57,14 +56,18 @@ from pose6d_ros.core.geometry.camera import (
     FIELD_OF_VIEW_WARNING,
 )
 from pose6d_ros.core.geometry.draw import draw_poses
-from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.inference.bundle import CARD, load_bundle, update_card
 from pose6d_ros.core.inference.estimator import (
     DEFAULT_SCORE_THRESHOLD,
     Estimator,
     EstimatorConfig,
 )
-from pose6d_ros.core.inference.evaluate import negatives_summary, passes_filters, PoseEvaluator
+from pose6d_ros.core.inference.evaluate import (
+    negatives_summary,
+    objects_for_metrics,
+    passes_filters,
+    PoseEvaluator,
+)
 
 METRICS_JSON = 'metrics.json'
 METRICS_MD = 'metrics.md'
@@ -399,32 +402,6 @@ def score_negatives(estimator, paths, camera=None, progress=None, min_score=None
     first = paths[0][0] if isinstance(paths[0], tuple) else paths[0]
     summary['folder'] = str(Path(first).parent)
     return summary, rows
-
-
-def objects_for_metrics(objects, dataset):
-    """The model's objects, each with a mesh the metrics can sample.
-
-    A bundle's mesh path may not exist on this machine; the dataset's own model
-    (`models/obj_XXXXXX.ply`, same object id) stands in for it. Objects the dataset does not
-    have (by its models_info.json) are never scored and may lack a mesh.
-    """
-    dataset_objects = {}
-    if getattr(dataset, 'object_set', None) is not None:
-        dataset_objects = {obj.object_id: obj for obj in dataset.object_set}
-    usable = []
-    for obj in objects:
-        in_dataset = not dataset_objects or obj.object_id in dataset_objects
-        if in_dataset and (obj.mesh_path is None or not Path(obj.mesh_path).is_file()):
-            other = dataset_objects.get(obj.object_id)
-            if other is None or other.mesh_path is None or not Path(other.mesh_path).is_file():
-                raise Pose6dError(
-                    f'object {obj.name!r} (id {obj.object_id}) has no mesh to score ADD with: '
-                    f'{obj.mesh_path or "no mesh path"} is missing and the dataset has no '
-                    f'models/obj_{obj.object_id:06d}.ply')
-            obj = copy.copy(obj)
-            obj.mesh_path, obj.scale, obj._mesh = other.mesh_path, other.scale, None
-        usable.append(obj)
-    return ObjectSet(usable)
 
 
 def bundle_info(path):

@@ -19,11 +19,15 @@ score calibration (calibration.py) learns from.
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 import time
 
 import numpy as np
 
+from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry import metrics
+from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.geometry.poses import Pose
 
 # Score thresholds at which the false-positive share is reported (0.5: the node's min_score
@@ -189,9 +193,35 @@ def _summary(records):
     }
 
 
+def objects_for_metrics(objects, dataset):
+    """The model's objects, each with a mesh the metrics can sample.
+
+    A bundle's mesh path may not exist on this machine; the dataset's own model
+    (`models/obj_XXXXXX.ply`, same object id) stands in for it. Objects the dataset does not
+    have (by its models_info.json) are never scored and may lack a mesh.
+    """
+    dataset_objects = {}
+    if getattr(dataset, 'object_set', None) is not None:
+        dataset_objects = {obj.object_id: obj for obj in dataset.object_set}
+    usable = []
+    for obj in objects:
+        in_dataset = not dataset_objects or obj.object_id in dataset_objects
+        if in_dataset and (obj.mesh_path is None or not Path(obj.mesh_path).is_file()):
+            other = dataset_objects.get(obj.object_id)
+            if other is None or other.mesh_path is None or not Path(other.mesh_path).is_file():
+                raise Pose6dError(
+                    f'object {obj.name!r} (id {obj.object_id}) has no mesh to score ADD with: '
+                    f'{obj.mesh_path or "no mesh path"} is missing and the dataset has no '
+                    f'models/obj_{obj.object_id:06d}.ply')
+            obj = copy.copy(obj)
+            obj.mesh_path, obj.scale, obj._mesh = other.mesh_path, other.scale, None
+        usable.append(obj)
+    return ObjectSet(usable)
+
+
 def evaluate_dataset(estimator, dataset, max_images=None, progress=None):
     """Run the estimator over (the first max_images of) a BopDataset; returns the summary."""
-    evaluator = PoseEvaluator(estimator.objects)
+    evaluator = PoseEvaluator(objects_for_metrics(estimator.objects, dataset))
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     for index in range(count):
         sample = dataset[index]
