@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 
 from pose6d_ros.core.data.augment import (
+    apply_gains,
     Backgrounds,
     composite,
+    disk_kernel,
     list_images,
     motion_kernel,
     Photometric,
     procedural_background,
+    Shadows,
 )
 from pose6d_ros.core.errors import Pose6dError
 
@@ -166,3 +169,141 @@ def test_bad_photometric_values_are_named(kwargs, message):
 def test_unknown_photometric_key_is_an_error():
     with pytest.raises(Pose6dError, match='unknown key.*brightness'):
         Photometric.from_dict({'brightness': 2})
+
+
+# --- shadows ----------------------------------------------------------------------------------
+
+
+def _square_scene():
+    """Instance ids (-1 background) with one 20x20 object, and a uniform grey background."""
+    ids = np.full((H, W), -1, np.int32)
+    ids[26:46, 20:40] = 0
+    return ids, np.full((H, W, 3), 180, np.uint8)
+
+
+def test_shadows_darken_only_the_background_near_the_object_along_the_light():
+    ids, background = _square_scene()
+    shadows = Shadows(probability=1.0, strength=(0.6, 0.6), offset=(0.5, 0.5),
+                      softness=(0.1, 0.1))
+    light = (0.8, 0.0, 0.6)   # travelling right, 53 degrees from the view: shadow to the right
+    out = shadows.apply(background, ids, light, np.random.default_rng(0))
+    darker = 180 - out[:, :, 0].astype(int)
+    assert (darker >= 0).all() and darker.max() > 40
+    assert (out[:, :, 0] == out[:, :, 2]).all()           # grey stays grey
+    assert (darker[:, 60:] == 0).all() and (darker[:10] == 0).all()  # far away: untouched
+    beside = darker[30:42, 41:50].mean()                  # right of the object: in its shadow
+    opposite = darker[30:42, 10:19].mean()
+    assert beside > 20 and beside > 3 * opposite
+    image = composite(np.full((H, W, 3), 90, np.uint8), ids >= 0, out, np.random.default_rng(0))
+    assert (image[28:44, 22:38] == 90).all()              # the object is never darkened
+
+
+def test_shadows_are_reproducible_and_draw_nothing_when_off():
+    ids, background = _square_scene()
+    shadows = Shadows(probability=1.0)
+    a = shadows.apply(background, ids, (0.3, 0.4, 0.87), np.random.default_rng(3))
+    b = shadows.apply(background, ids, (0.3, 0.4, 0.87), np.random.default_rng(3))
+    assert np.array_equal(a, b) and not np.array_equal(a, background)
+    rng = np.random.default_rng(3)
+    assert Shadows().apply(background, ids, (0, 0, 1), rng) is background
+    assert rng.bit_generator.state == np.random.default_rng(3).bit_generator.state
+    assert Shadows(probability=1.0).apply(background, np.full((H, W), -1), (0, 0, 1),
+                                          rng) is not None      # nothing rendered: no shadow
+
+
+@pytest.mark.parametrize('data, message', [
+    ({'probability': 1.5}, 'shadows.probability'),
+    ({'strength': [0.2, 1.5]}, 'shadows.strength'),
+    ({'offset': [0.4, 0.1]}, 'shadows.offset must be .min, max. with min <= max'),
+    ({'blur': 2}, 'shadows has unknown key.*blur'),
+])
+def test_bad_shadow_values_are_named(data, message):
+    with pytest.raises(Pose6dError, match=message):
+        Shadows.from_dict(data)
+
+
+# --- camera effects ---------------------------------------------------------------------------
+
+OFF = dict(hue=0.0, saturation=(1.0, 1.0), exposure=(1.0, 1.0), contrast=(1.0, 1.0),
+           blur_probability=0.0, motion_blur_probability=0.0, noise_probability=0.0,
+           jpeg_probability=0.0)
+
+
+def _only(**effect):
+    return Photometric(**OFF, **effect)
+
+
+def test_white_balance_gains_red_and_blue():
+    image = np.full((H, W, 3), 100, np.uint8)
+    out = _only(white_balance_probability=1.0, white_balance_red=(1.2, 1.2),
+                white_balance_blue=(0.7, 0.7)).apply(image, np.random.default_rng(0))
+    assert (out[0, 0] == [120, 100, 70]).all() and (out == out[0, 0]).all()
+    assert (apply_gains(image, (2.0, 1.0, 3.0))[0, 0] == [200, 100, 255]).all()  # saturates
+
+
+def test_gamma_is_a_tone_curve():
+    levels = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    image = np.stack([levels] * 3, axis=2)
+    out = _only(gamma_probability=1.0, gamma=(2.0, 2.0)).apply(image, np.random.default_rng(0))
+    expected = np.round(255 * (np.arange(256) / 255.0) ** 2)
+    assert np.abs(out[0, :, 1].astype(int) - expected).max() <= 0
+    assert out[0, 0, 0] == 0 and out[0, 255, 0] == 255       # black and white stay
+
+
+def test_defocus_spreads_a_point_over_a_disk():
+    kernel = disk_kernel(2.5)
+    assert kernel.shape == (7, 7) and kernel.sum() == pytest.approx(1.0)
+    assert np.allclose(kernel, kernel.T) and np.allclose(kernel, kernel[::-1])
+    image = np.zeros((31, 31, 3), np.uint8)
+    image[15, 15] = 255
+    out = _only(defocus_probability=1.0, defocus_radius=(3.0, 3.0)).apply(
+        image, np.random.default_rng(0))[:, :, 0].astype(int)
+    rows, cols = np.nonzero(out)
+    assert rows.min() == cols.min() == 12 and rows.max() == cols.max() == 18  # radius 3
+    assert out[15, 15] == out[15, 14] == out[14, 15] > 0        # a flat disk, not a Gaussian
+
+
+def test_sharpening_steepens_edges_and_grey_discards_colour():
+    step = np.full((H, W, 3), 60, np.uint8)
+    step[:, W // 2:] = 180
+    step = cv2.GaussianBlur(step, (0, 0), 1.0)
+    sharp = _only(sharpen_probability=1.0, sharpen_amount=(1.0, 1.0)).apply(
+        step, np.random.default_rng(0))[:, :, 0].astype(int)
+    slope = np.diff(step[:, :, 0].astype(int), axis=1).max()
+    assert np.diff(sharp, axis=1).max() > 1.2 * slope            # a steeper edge ...
+    assert sharp.max() > 180 + 2 and sharp.min() < 60 - 2         # ... with the usual halo
+    assert (sharp[:, :W // 2 - 6] == 60).all()                    # flat areas stay
+    grey = _only(grey_probability=1.0).apply(_image(), np.random.default_rng(0))
+    assert (grey[:, :, 0] == grey[:, :, 1]).all() and (grey[:, :, 1] == grey[:, :, 2]).all()
+    assert grey.std() > 5
+
+
+def test_camera_effects_are_reproducible_and_absent_ones_draw_nothing():
+    image = _image()
+    every = Photometric(white_balance_probability=0.5, gamma_probability=0.5,
+                        defocus_probability=0.5, sharpen_probability=0.5, grey_probability=0.5)
+    outputs = [every.apply(image, np.random.default_rng(s)) for s in range(8)]
+    assert all(np.array_equal(a, every.apply(image, np.random.default_rng(s)))
+               for s, a in enumerate(outputs))
+    assert len({a.tobytes() for a in outputs}) == 8
+    # Without camera effects: the images and the random stream of earlier versions.
+    old, new = np.random.default_rng(4), np.random.default_rng(4)
+    legacy = Photometric(gamma=(0.5, 0.6), defocus_radius=(2.0, 2.0))   # ranges alone: off
+    assert np.array_equal(Photometric().apply(image, old), legacy.apply(image, new))
+    assert old.bit_generator.state == new.bit_generator.state
+    assert set(Photometric().to_dict()) == {
+        'hue', 'saturation', 'exposure', 'contrast', 'blur_probability', 'blur_sigma',
+        'motion_blur_probability', 'motion_blur_length', 'noise_probability', 'noise_sigma',
+        'jpeg_probability', 'jpeg_quality'}
+    assert Photometric.from_dict(every.to_dict()) == every
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'gamma': (0.0, 1.0)}, 'photometric.gamma'),
+    ({'grey_probability': 2.0}, 'photometric.grey_probability'),
+    ({'white_balance_red': (1.2, 0.9)}, 'photometric.white_balance_red'),
+    ({'defocus_radius': 'wide'}, 'photometric.defocus_radius'),
+])
+def test_bad_camera_effect_values_are_named(kwargs, message):
+    with pytest.raises(Pose6dError, match=message):
+        Photometric(**kwargs)

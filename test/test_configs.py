@@ -29,3 +29,21 @@ def test_training_config_loads_and_builds_its_network(path):
     method = get_method(config.method, 1, config.network, config.decoder, config.loss)
     network = method.build_network()
     assert sum(p.numel() for p in network.parameters()) > 0
+
+
+def test_the_sim_to_real_recipe_uses_every_feature_and_its_proxy_shifts_them():
+    """lmo_train_v2.yaml turns on what real photographs need (issue 21); lmo_shifted_v2.yaml,
+    its held-out proxy, moves those knobs beyond the training ranges."""
+    train = SynthConfig.load(ROOT / 'config' / 'synth' / 'lmo_train_v2.yaml')
+    shifted = SynthConfig.load(ROOT / 'config' / 'synth' / 'lmo_shifted_v2.yaml')
+    for config in (train, shifted):
+        assert config.lighting.lights[1] > 1 and config.lighting.kelvin is not None
+        assert config.shadows.probability > 0 and config.photometric.camera_effects
+        assert config.scene.changes_albedo and config.scene.occluders[1] > 0
+    photometric = train.photometric
+    for name in ('blur', 'noise', 'jpeg', 'white_balance', 'gamma', 'defocus', 'sharpen',
+                 'grey'):
+        assert getattr(photometric, f'{name}_probability') > 0, name
+    assert shifted.lighting.kelvin[0] < train.lighting.kelvin[0]
+    assert shifted.scene.albedo_contrast[1] > train.scene.albedo_contrast[1]
+    assert shifted.photometric.gamma[1] > train.photometric.gamma[1]

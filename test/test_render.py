@@ -10,7 +10,16 @@ import pytest
 from scipy.spatial.transform import Rotation
 import trimesh
 
-from pose6d_ros.core.data.render import benchmark, Lighting, MeshData, Renderer, RenderResult
+from pose6d_ros.core.data.render import (
+    benchmark,
+    DirectionalLight,
+    kelvin_to_rgb,
+    Lighting,
+    Material,
+    MeshData,
+    Renderer,
+    RenderResult,
+)
 from pose6d_ros.core.geometry.camera import CameraModel
 from pose6d_ros.core.geometry.poses import random_rotation
 
@@ -201,6 +210,123 @@ def test_diffuse_lighting_uses_rotated_normals(renderer):
         R = Rotation.from_euler('y', angle, degrees=True).as_matrix()
         result = renderer.render([('white plane', R, [0, 0, 0.4])], CAMERA, lighting)
         assert np.abs(result.rgb[result.instance_ids == 0].astype(int) - expected).max() <= 2
+
+
+def _tilted(angle_deg):
+    return Rotation.from_euler('y', angle_deg, degrees=True).as_matrix()
+
+
+def test_default_lighting_is_phong_with_one_white_light_and_unused_lights_change_nothing(
+        renderer):
+    """Today's shading: albedo * (ambient + diffuse * cos) + specular * highlight, white light.
+    Extra lights of zero intensity (as the shader holds unused ones) leave every pixel as is."""
+    vertices, faces, _ = quad()
+    albedo = np.array([0.8, 0.5, 0.3])
+    renderer.add_mesh('plane', MeshData(vertices, faces, colors=np.tile(albedo, (4, 1))))
+    ambient, diffuse = 0.3, 0.6
+    for angle in (0, 40, 70):
+        plain = Lighting(ambient=ambient, diffuse=diffuse, specular=0.0)
+        result = renderer.render([('plane', _tilted(angle), [0, 0, 0.4])], CAMERA, plain)
+        mask = result.instance_ids == 0
+        expected = 255 * albedo * (ambient + diffuse * np.cos(np.radians(angle)))
+        assert np.abs(result.rgb[mask] - expected).max() <= 1.0
+        unused = DirectionalLight((0.5, 0.2, 0.8), intensity=0.0, specular=0.0,
+                                  color=(1.0, 0.2, 0.0))
+        dark = Lighting(ambient=ambient, diffuse=diffuse, specular=0.0,
+                        extra_lights=(unused, unused))
+        again = renderer.render([('plane', _tilted(angle), [0, 0, 0.4])], CAMERA, dark)
+        assert np.abs(again.rgb.astype(int) - result.rgb).max() <= 1
+    # With highlights: a shiny sphere, default Lighting, the same with two unused lights.
+    renderer.add_mesh('ball', MeshData.from_trimesh(trimesh.creation.icosphere(3, 0.03)))
+    shiny = Lighting(specular=0.8, shininess=10.0, direction=(0.3, -0.2, 0.93))
+    a = renderer.render([('ball', np.eye(3), [0, 0, 0.4])], CAMERA, shiny).rgb
+    b = renderer.render([('ball', np.eye(3), [0, 0, 0.4])], CAMERA, Lighting(
+        specular=0.8, shininess=10.0, direction=(0.3, -0.2, 0.93),
+        extra_lights=(DirectionalLight(intensity=0.0, specular=0.0),) * 2)).rgb
+    assert a.max() == 255 and np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_coloured_lights_add_up_and_a_warm_light_makes_a_white_object_warm(renderer):
+    vertices, faces, _ = quad()
+    renderer.add_mesh('white plane', MeshData(vertices, faces, colors=np.ones((4, 3))))
+    warm, cool = kelvin_to_rgb(2700), kelvin_to_rgb(10000)
+    headlight = Lighting(ambient=0.0, diffuse=0.5, specular=0.0, color=tuple(warm))
+    result = renderer.render([('white plane', np.eye(3), [0, 0, 0.4])], CAMERA, headlight)
+    pixels = result.rgb[result.instance_ids == 0].astype(int)
+    red, green, blue = pixels.mean(axis=0)
+    assert red > green + 20 and green > blue + 20          # warm: orange, not white
+    assert np.abs(pixels - 255 * 0.5 * warm).max() <= 1
+    # A second light at 45 degrees (cosine 0.71 on the plane), cool, and a coloured ambient.
+    side = DirectionalLight((np.sin(np.pi / 4), 0.0, np.cos(np.pi / 4)), intensity=0.4,
+                            specular=0.0, color=tuple(cool))
+    two = Lighting(ambient=0.1, diffuse=0.5, specular=0.0, color=tuple(warm),
+                   ambient_color=(1.0, 0.5, 0.0), extra_lights=(side,))
+    result = renderer.render([('white plane', np.eye(3), [0, 0, 0.4])], CAMERA, two)
+    expected = 255 * (0.1 * np.array([1.0, 0.5, 0.0]) + 0.5 * warm
+                      + 0.4 * np.cos(np.pi / 4) * cool)
+    assert np.abs(result.rgb[result.instance_ids == 0] - np.minimum(expected, 255)).max() <= 1.5
+
+
+def test_colour_temperatures_have_luminance_one_and_run_from_warm_to_cool():
+    luminance = np.array([0.2126, 0.7152, 0.0722])
+    for kelvin in (1500, 2700, 4000, 6500, 10000, 40000):
+        assert kelvin_to_rgb(kelvin) @ luminance == pytest.approx(1.0)
+    assert np.abs(kelvin_to_rgb(6500) - 1.0).max() < 0.03       # daylight: about white
+    ratios = [kelvin_to_rgb(k)[0] / kelvin_to_rgb(k)[2] for k in (2000, 2700, 4000, 6500, 10000)]
+    assert ratios == sorted(ratios, reverse=True) and ratios[-1] < 1.0 < ratios[1]
+    for bad in (500, 'warm', True):
+        with pytest.raises(ValueError, match='kelvin in'):
+            kelvin_to_rgb(bad)
+    assert np.allclose(Lighting().overall_color(), 1.0)
+    tinted = Lighting(color=tuple(kelvin_to_rgb(2700))).overall_color()
+    assert tinted @ luminance == pytest.approx(1.0) and tinted[0] > 1.0 > tinted[2]
+
+
+def test_materials_change_contrast_and_saturation_of_one_instance_only(renderer):
+    vertices, faces, uvs = quad(0.04, 0.03)
+    halves = np.zeros((8, 16, 3), np.uint8)
+    halves[:, :8] = (150, 100, 60)   # left: a brown, right: its lighter version
+    halves[:, 8:] = (210, 160, 120)
+    renderer.add_mesh('halves', MeshData(vertices, faces, uvs=uvs, texture=halves))
+    left, right = ('halves', np.eye(3), [-0.045, 0.0, 0.5]), ('halves', np.eye(3),
+                                                              [0.045, 0.0, 0.5])
+
+    def sides(result, index):
+        mask = result.instance_ids == index
+        columns = np.nonzero(mask.any(axis=0))[0]
+        third = (columns[-1] - columns[0]) // 3
+        rows = np.nonzero(mask.any(axis=1))[0]
+        row = (rows[0] + rows[-1]) // 2
+        return (result.rgb[row, columns[0] + third // 2].astype(float),
+                result.rgb[row, columns[-1] - third // 2].astype(float))
+
+    plain = renderer.render([left, right], CAMERA, FLAT)
+    same = renderer.render([left, right], CAMERA, FLAT, materials=[Material(), None])
+    assert np.array_equal(plain.rgb, same.rgb)                 # identity: untouched
+    stretched = renderer.render([left, right], CAMERA, FLAT,
+                                materials=[Material(contrast=2.0), None])
+    a, b = sides(plain, 0)
+    c, d = sides(stretched, 0)
+    mean = (a + b) / 2                                          # the texture's mean colour
+    assert np.abs((d - c) - 2 * (b - a)).max() <= 2             # twice the contrast ...
+    assert np.abs((c + d) / 2 - mean).max() <= 2                # ... about the mean
+    assert np.array_equal(sides(stretched, 1)[0], sides(plain, 1)[0])  # the other: untouched
+    grey = renderer.render([left, right], CAMERA, FLAT,
+                           materials=[Material(saturation=0.0), None])
+    assert np.ptp(sides(grey, 0)[0]) <= 1 and np.ptp(sides(plain, 0)[0]) > 50
+    with pytest.raises(ValueError, match='one Material .* per instance: 2; got 1'):
+        renderer.render([left, right], CAMERA, FLAT, materials=[Material()])
+
+
+def test_too_many_lights_and_bad_colours_are_refused(renderer):
+    renderer.add_mesh('cube', MeshData.from_trimesh(trimesh.creation.box([0.04, 0.04, 0.04])))
+    cube = [('cube', np.eye(3), [0, 0, 0.4])]
+    with pytest.raises(ValueError, match='3 extra lights; the renderer sums at most 3'):
+        renderer.render(cube, CAMERA, Lighting(extra_lights=(DirectionalLight(),) * 3))
+    with pytest.raises(ValueError, match='lighting color must be 3 non-negative RGB gains'):
+        renderer.render(cube, CAMERA, Lighting(color=(1.0, -0.1, 1.0)))
+    with pytest.raises(ValueError, match='extra light 1 direction must be a non-zero'):
+        renderer.render(cube, CAMERA, Lighting(extra_lights=(DirectionalLight((0, 0, 0)),)))
 
 
 def four_quadrant_texture():

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from pose6d_ros.core.data.render import Lighting, MeshData, Renderer
+from pose6d_ros.core.data.render import Lighting, Material, MeshData, Renderer
 from pose6d_ros.core.data.scenes import (
     add_object_meshes,
     distance_range,
     Instance,
+    LightingConfig,
     render_scene,
     sample_scene,
     Scene,
@@ -174,6 +175,8 @@ def test_object_ids_choose_objects_and_unknown_ids_are_named(objects):
     ({'occluder': [1, 2]}, 'unknown key.*occluder'),
     ({'negative_share': 1.5}, r'scene.negative_share must lie within \[0.0, 1.0\]'),
     ({'negative_shapes': [-1, 2]}, 'scene.negative_shapes must hold integers >= 0'),
+    ({'albedo_contrast': [1.5, 1.0]}, 'scene.albedo_contrast must be .min, max. with min'),
+    ({'albedo_saturation': 'more'}, 'scene.albedo_saturation must be a .min, max. pair'),
 ])
 def test_bad_scene_config_is_named(data, message):
     with pytest.raises(Pose6dError, match=message):
@@ -295,3 +298,85 @@ def test_a_negative_scene_renders_shapes_and_no_label(objects, renderer):
         assert labels == [] and not scene.instances
         assert (ids >= 0).any() and ids.max() < len(scene.shapes)  # only shapes are drawn
         assert (rgb[ids >= 0].sum(axis=1) > 0).any()
+
+
+# --- lighting and colours ---------------------------------------------------------------------
+
+
+def test_default_lighting_config_draws_the_lighting_of_earlier_versions():
+    """Lighting.random is what scenes drew before LightingConfig: the same lights from the
+    same numbers, leaving the generator where it left it."""
+    for seed in range(20):
+        old, new = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert LightingConfig().sample(new) == Lighting.random(old)
+        assert new.bit_generator.state == old.bit_generator.state
+
+
+def test_lighting_config_draws_coloured_lights_within_a_tilted_cone():
+    config = LightingConfig(lights=(3, 3), kelvin=(2700, 2700), ambient_kelvin=(9000, 9000),
+                            fill=(0.2, 0.5), cone_deg=20.0, axis_tilt_deg=(60.0, 60.0))
+    axis = np.array([0.0, np.sin(np.radians(60)), np.cos(np.radians(60))])  # from the top
+    for seed in range(20):
+        lighting = config.sample(np.random.default_rng(seed))
+        assert len(lighting.extra_lights) == 2
+        directions = [lighting.direction] + [light.direction for light in lighting.extra_lights]
+        for direction in directions:
+            assert np.degrees(np.arccos(np.clip(np.dot(direction, axis), -1, 1))) <= 20.0 + 1e-6
+        assert lighting.color[0] > lighting.color[1] > lighting.color[2]   # warm key light
+        assert all(light.color == lighting.color for light in lighting.extra_lights)
+        assert lighting.ambient_color[2] > lighting.ambient_color[0]       # cool ambient
+        for light in lighting.extra_lights:
+            share = light.intensity / lighting.diffuse
+            assert 0.2 - 1e-9 <= share <= 0.5 + 1e-9
+            assert light.specular == pytest.approx(lighting.specular * share)
+    counts = {len(LightingConfig(lights=(1, 3)).sample(np.random.default_rng(s)).extra_lights)
+              for s in range(40)}
+    assert counts == {0, 1, 2}
+
+
+@pytest.mark.parametrize('data, message', [
+    ({'lights': [1, 4]}, r'lighting.lights must lie within \[1, 3\]'),
+    ({'lights': [0, 2]}, 'lighting.lights must hold integers >= 1'),
+    ({'kelvin': [500, 3000]}, r'lighting.kelvin must lie within \[1000.0, 40000.0\]'),
+    ({'cone_deg': -5}, 'lighting.cone_deg'),
+    ({'background_tint': 2}, 'lighting.background_tint'),
+    ({'colour': [1, 1]}, 'lighting has unknown key.*colour'),
+])
+def test_bad_lighting_config_is_named(data, message):
+    with pytest.raises(Pose6dError, match=message):
+        LightingConfig.from_dict(data)
+
+
+def test_albedo_changes_are_drawn_per_instance_and_only_when_configured(objects):
+    config = SceneConfig(objects_per_image=(2, 2), albedo_contrast=(1.2, 2.0),
+                         albedo_saturation=(0.5, 0.9))
+    for seed in range(10):
+        scene = sample_scene(np.random.default_rng(seed), objects, CAMERA, config)
+        assert len(scene.materials) == len(scene.instances)
+        for material in scene.materials:
+            assert 1.2 <= material.contrast <= 2.0 and 0.5 <= material.saturation <= 0.9
+        plain = sample_scene(np.random.default_rng(seed), objects, CAMERA,
+                             SceneConfig(objects_per_image=(2, 2)))
+        assert plain.materials is None  # drawn after everything else: the same scene
+        assert [i.t.tolist() for i in plain.instances] == [i.t.tolist() for i in
+                                                           scene.instances]
+    assert 'albedo_contrast' not in SceneConfig().to_dict()
+    assert SceneConfig.from_dict(config.to_dict()) == config
+
+
+def test_render_scene_applies_the_materials_to_the_objects(objects, renderer):
+    flat = Lighting(ambient=1.0, diffuse=0.0, specular=0.0)
+    scene = _scene(objects, [_facing([0.0, 0.0, 0.5])])
+    scene.lighting = flat
+    mesh = MeshData.from_trimesh(objects[0].load_mesh())
+    mesh.colors = np.random.default_rng(0).uniform(0.2, 0.9, (len(mesh.vertices), 3))
+    renderer.add_mesh(0, mesh)
+    try:
+        rgb, _, ids, _ = render_scene(renderer, scene, CAMERA)
+        scene.materials = [Material(contrast=0.0)]   # every colour becomes the mean colour
+        flattened, _, _, _ = render_scene(renderer, scene, CAMERA)
+    finally:
+        add_object_meshes(renderer, objects)
+    inside = ids == 0
+    assert rgb[inside].std(axis=0).min() > 5.0
+    assert np.abs(flattened[inside] - 255 * mesh.colors.mean(axis=0)).max() <= 1.0

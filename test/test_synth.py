@@ -177,6 +177,60 @@ def test_negative_images_carry_no_ground_truth_and_are_read_back_as_such(inputs,
     assert summary['settings']['config']['scene']['negative_share'] == 0.5
 
 
+# --- sim-to-real sections --------------------------------------------------------------------
+
+# What synth.json recorded before the lighting, shadows, camera-effect and albedo settings
+# existed: a run recorded so must continue with the same command.
+_EARLIER_PHOTOMETRIC_KEYS = {
+    'hue', 'saturation', 'exposure', 'contrast', 'blur_probability', 'blur_sigma',
+    'motion_blur_probability', 'motion_blur_length', 'noise_probability', 'noise_sigma',
+    'jpeg_probability', 'jpeg_quality'}
+
+SIM_TO_REAL = {
+    'scene': {**CONFIG['scene'], 'albedo_contrast': [1.2, 1.8]},
+    'lighting': {'lights': [2, 3], 'kelvin': [2700, 3500], 'background_tint': 0.8},
+    'shadows': {'probability': 1.0},
+    'photometric': {'white_balance_probability': 0.5, 'gamma_probability': 0.5,
+                    'defocus_probability': 0.5, 'sharpen_probability': 0.5},
+}
+
+
+def test_runs_without_the_new_sections_record_the_settings_of_earlier_versions(inputs, runs):
+    config = json.loads((runs[1] / 'synth.json').read_text())['config']
+    assert set(config) == {'scene', 'photometric', 'backgrounds'}
+    assert set(config['photometric']) == _EARLIER_PHOTOMETRIC_KEYS
+    assert not {'albedo_contrast', 'albedo_saturation', 'negative_share'} & set(config['scene'])
+    assert synth.SynthConfig.from_dict(config) == synth.SynthConfig.load(inputs / 'config.yaml')
+
+
+def _mean_red_over_blue(out):
+    images = [sample.load_image().reshape(-1, 3).mean(axis=0) for sample in BopDataset(out)]
+    return np.mean([red / blue for red, _, blue in images])
+
+
+def test_lights_shadows_and_camera_effects_change_the_images_not_the_poses(inputs, runs,
+                                                                          tmp_path):
+    (tmp_path / 'sim2real.yaml').write_text(yaml.safe_dump(SIM_TO_REAL))
+    out = tmp_path / 'dataset'
+    args = _args(inputs, out)
+    args[args.index('--config') + 1] = str(tmp_path / 'sim2real.yaml')
+    assert cli.main(args) == 0
+    scene, plain = out / 'train' / '000000', runs[1] / 'train' / '000000'
+    # Poses are drawn before the lights: the same objects at the same places, other looks.
+    assert (scene / 'scene_gt.json').read_text() == (plain / 'scene_gt.json').read_text()
+    differ = [not np.array_equal(a.load_image(), b.load_image())
+              for a, b in zip(BopDataset(out), BopDataset(runs[1]))]
+    assert all(differ) and len(differ) == IMAGES
+    assert _mean_red_over_blue(out) > _mean_red_over_blue(runs[1]) + 0.1   # warm lights
+    settings = json.loads((out / 'synth.json').read_text())['config']
+    assert settings['lighting']['kelvin'] == [2700, 3500]
+    assert settings['shadows']['probability'] == 1.0
+    assert settings['photometric']['sharpen_probability'] == 0.5
+    assert synth.SynthConfig.from_dict(settings) == synth.SynthConfig.load(
+        tmp_path / 'sim2real.yaml')
+    assert cli.main(args) == 0   # the settings it recorded are those it reads: complete
+
+
 # --- resume, refusal, force -------------------------------------------------------------------
 
 
@@ -325,6 +379,17 @@ def _bad_case(case, inputs, tmp_path):
         return args, (f'cannot read config file {config}: line 3, column 14: expected \',\' or '
                       "']', but got ':' (while parsing a flow sequence started at line 2, "
                       'column 14)')
+    if case == 'bad lighting':
+        config = tmp_path / 'config.yaml'
+        config.write_text(yaml.safe_dump({'lighting': {'lights': [1, 5]}}))
+        args[args.index('--config') + 1] = str(config)
+        return args, f'{config}: lighting.lights must lie within [1, 3]'
+    if case == 'unknown section':
+        config = tmp_path / 'config.yaml'
+        config.write_text(yaml.safe_dump({'lights': {'lights': [1, 2]}}))
+        args[args.index('--config') + 1] = str(config)
+        return args, ('unknown section(s) lights; expected some of scene, lighting, shadows, '
+                      'photometric, backgrounds')
     if case == 'unknown object id':
         return args + ['--object-ids', '3,99'], ('unknown object id 99; this object '
                                                  'set has ids 3, 8')
@@ -348,7 +413,8 @@ def _bad_case(case, inputs, tmp_path):
 
 
 @pytest.mark.parametrize('case', ['missing mesh', 'empty mesh', 'mesh without faces',
-                                  'mesh in millimetres', 'broken config',
+                                  'mesh in millimetres', 'broken config', 'bad lighting',
+                                  'unknown section',
                                   'unknown object id', 'unknown object id in config',
                                   'no readable background', 'zero focal length'])
 def test_bad_input_is_one_clear_line_and_exit_1(inputs, tmp_path, capsys, case):
@@ -367,3 +433,14 @@ def test_bench_synth_prints_json(capsys):
     assert report['benchmark'] == 'synth' and report['workers'] == 1
     assert (report['width'], report['height'], report['images']) == (64, 48, 3)
     assert report['images_per_second'] > 0 and report['machine']['cpu_count'] >= 1
+
+
+def test_bench_synth_times_a_config_against_a_baseline(inputs, tmp_path, capsys):
+    (tmp_path / 'sim2real.yaml').write_text(yaml.safe_dump(SIM_TO_REAL))
+    assert cli.main(['bench', 'synth', '--images', '2', '--workers', '1', '--size', '64x48',
+                     '--config', str(tmp_path / 'sim2real.yaml'),
+                     '--baseline-config', str(inputs / 'config.yaml')]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['images_per_second'] > 0 and report['baseline']['images_per_second'] > 0
+    assert report['speed_ratio_to_baseline'] == pytest.approx(
+        report['images_per_second'] / report['baseline']['images_per_second'], rel=0.01)

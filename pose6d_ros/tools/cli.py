@@ -100,6 +100,11 @@ def build_parser():
     bench_synth.add_argument('--seed', type=_non_negative_int, default=0)
     bench_synth.add_argument('--image-format', choices=('jpg', 'png'), default='jpg',
                              help='rgb image files, as synth (default: jpg)')
+    bench_synth.add_argument('--config', metavar='FILE',
+                             help='synth config to time (as synth --config; default: defaults)')
+    bench_synth.add_argument('--baseline-config', metavar='FILE',
+                             help='another synth config timed in the same run, before --config; '
+                                  'reports both speeds and their ratio')
     bench_synth.set_defaults(run=_run_bench_synth)
     tracking = benches.add_parser(
         'tracking', help='tracking off and on side by side on rendered sequences with ground '
@@ -151,8 +156,9 @@ def build_parser():
                        help='write into a non-empty DIR that is not a run with the same '
                             'settings (deletes its train/, models/, synth.json, summary.json)')
     synth.add_argument('--config', metavar='FILE',
-                       help='YAML with sections scene:, photometric:, backgrounds: (see '
-                            'SceneConfig and Photometric in pose6d_ros.core.data)')
+                       help='YAML with sections scene:, lighting:, shadows:, photometric:, '
+                            'backgrounds: (see SceneConfig, LightingConfig, Shadows and '
+                            'Photometric in pose6d_ros.core.data)')
     synth.add_argument('--object-ids', type=_id_list, metavar='IDS',
                        help='comma-separated object ids to synthesise (default: '
                             'scene.object_ids of --config, else all)')
@@ -316,9 +322,11 @@ def _run_bench_tracking(args):
 def _run_bench_synth(args):
 
     width, height = args.size
+    config = synth.SynthConfig.load(args.config) if args.config else None
+    baseline = synth.SynthConfig.load(args.baseline_config) if args.baseline_config else None
     print(json.dumps(bench_synth(images=args.images, workers=args.workers, width=width,
-                                 height=height, seed=args.seed,
-                                 image_format=args.image_format), indent=2))
+                                 height=height, seed=args.seed, image_format=args.image_format,
+                                 config=config, baseline=baseline), indent=2))
     return 0
 
 

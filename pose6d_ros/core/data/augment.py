@@ -1,15 +1,18 @@
 """Backgrounds, compositing and photometric augmentation for synthetic training images.
 
 The papers' recipe for synthetic-to-real transfer: objects pasted on real photographs, then
-hue, saturation, exposure and contrast jitter, blur and sensor noise. Everything here is drawn
-from a `numpy.random.Generator`, so one seed reproduces an image exactly, and works on uint8
-RGB images (H, W, 3) with OpenCV (LUTs, separable filters) to stay fast on a CPU.
+hue, saturation, exposure and contrast jitter, blur and sensor noise. For real photographs,
+optionally more: approximate shadows of the rendered things on the background (`Shadows`),
+and the camera's own marks (`Photometric`: white balance, tone curve, defocus, sharpening,
+grey images). Everything here is drawn from a `numpy.random.Generator`, so one seed
+reproduces an image exactly, and works on uint8 RGB images (H, W, 3) with OpenCV (LUTs,
+separable filters) to stay fast on a CPU.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 import os
 from pathlib import Path
 
@@ -279,6 +282,90 @@ def composite(rgb, foreground_mask, background, rng, softness=(0.4, 1.0)):
     return cv2.blendLinear(rgb, background, alpha, 1.0 - alpha)
 
 
+# --- shadows ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Shadows:
+    """Soft shadows of the rendered objects and shapes on the background, approximated.
+
+    The renderer casts no shadows, but every object on a table in a photograph has one. Each
+    rendered thing's visible mask is shifted along the key light's direction in the image (as
+    far as the light is oblique: a headlight's shadow hides behind the thing, a soft rim
+    remains), blurred, and multiplied into the background before compositing, so the things
+    themselves are never darkened. Sizes are fractions of each caster's size in the image (the
+    square root of its box's area). Ranges are [min, max], drawn once per image.
+    """
+
+    probability: float = 0.0       # chance that an image has shadows; 0 draws nothing
+    strength: tuple = (0.3, 0.7)   # darkening of the background at a shadow's core (1: black)
+    offset: tuple = (0.1, 0.4)     # shift along the light, for light at 90 degrees to the view
+    softness: tuple = (0.05, 0.25)  # Gaussian sigma of a shadow's edge
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raise Pose6dError naming the first field with an impossible value."""
+        _number(self.probability, 'shadows.probability', 0.0, 1.0)
+        _range(self.strength, 'shadows.strength', low=0.0, high=1.0)
+        _range(self.offset, 'shadows.offset', low=0.0, high=5.0)
+        _range(self.softness, 'shadows.softness', low=0.0, high=2.0)
+
+    @classmethod
+    def from_dict(cls, data, where='shadows'):
+        """Build from a mapping (a config file section); unknown keys are an error."""
+        return cls(**dataclass_kwargs(cls, data, where, lists_as_tuples=True))
+
+    def to_dict(self):
+        """Plain values (lists for ranges), as `from_dict` reads them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    def apply(self, background, instance_ids, light_direction, rng):
+        """`background` (H, W, 3) uint8 with the shadows of `instance_ids` >= 0; may be itself.
+
+        light_direction: the direction the key light travels, camera frame (Lighting's).
+        """
+        if not self.probability:
+            return background
+        u = rng.random()
+        strength = rng.uniform(*self.strength)
+        offset = rng.uniform(*self.offset)
+        softness = rng.uniform(*self.softness)
+        if u >= self.probability or strength <= 0.0:
+            return background
+        shadow = shadow_map(instance_ids, light_direction, offset, softness)
+        factor = 1.0 - strength * shadow
+        return cv2.multiply(background, cv2.merge([factor, factor, factor]),
+                            dtype=cv2.CV_8U)
+
+
+def shadow_map(instance_ids, light_direction, offset, softness):
+    """(H, W) float32 in [0, 1]: the soft shadows of every id >= 0 (see Shadows)."""
+    height, width = instance_ids.shape
+    shadow = np.zeros((height, width), np.float32)
+    travel = np.asarray(light_direction, dtype=np.float64).reshape(3)
+    travel = travel / max(np.linalg.norm(travel), 1e-12)
+    # In the image the shadow falls the way the light travels (x right, y down), the farther
+    # the more oblique the light: |(x, y)| of the unit direction is the sine of its angle.
+    shift = travel[:2] * offset
+    counts = np.bincount(instance_ids.ravel() + 1)
+    for index in np.flatnonzero(counts[1:]):
+        mask = (instance_ids == index).view(np.uint8)
+        x, y, w, h = cv2.boundingRect(mask)
+        size = np.sqrt(w * h)
+        dx, dy = shift * size
+        sigma = max(softness * size, 0.3)
+        pad_x, pad_y = int(np.ceil(abs(dx) + 3 * sigma)), int(np.ceil(abs(dy) + 3 * sigma))
+        x0, y0 = max(0, x - pad_x), max(0, y - pad_y)
+        x1, y1 = min(width, x + w + pad_x), min(height, y + h + pad_y)
+        crop = mask[y0:y1, x0:x1].astype(np.float32)
+        moved = cv2.warpAffine(crop, np.float32([[1, 0, dx], [0, 1, dy]]), (x1 - x0, y1 - y0))
+        soft = cv2.GaussianBlur(moved, (0, 0), sigma)
+        np.maximum(shadow[y0:y1, x0:x1], soft, out=shadow[y0:y1, x0:x1])
+    return shadow
+
+
 # --- photometric augmentation -----------------------------------------------------------------
 
 
@@ -287,7 +374,11 @@ class Photometric:
     """Photometric jitter applied to a whole composited image (ranges are inclusive).
 
     Defaults follow the papers (YOLO-style HSV jitter: saturation and exposure factors up to
-    1.5) plus HRPose's blur, and sensor noise and compression as seen on webcams.
+    1.5) plus HRPose's blur, and sensor noise and compression as seen on webcams. The camera
+    effects after `jpeg_quality` (white balance, tone curve, defocus, sharpening, grey) are off
+    by default, and then draw nothing: the images of earlier configs stay as they were.
+    Order of the effects: white balance and tone curve, hue and saturation, exposure and
+    contrast, defocus, blur, motion blur, noise, sharpening, grey, JPEG.
     """
 
     hue: float = 0.05                 # max hue shift, fraction of the colour circle (+-)
@@ -302,6 +393,16 @@ class Photometric:
     noise_sigma: tuple = (1.0, 6.0)   # its standard deviation, grey levels (0..255)
     jpeg_probability: float = 0.1     # chance of JPEG compression artefacts
     jpeg_quality: tuple = (40, 90)    # their JPEG quality
+    white_balance_probability: float = 0.0   # chance of a colour cast (white balance off)
+    white_balance_red: tuple = (0.85, 1.15)  # its red gain (green stays 1)
+    white_balance_blue: tuple = (0.85, 1.15)  # its blue gain
+    gamma_probability: float = 0.0    # chance of a tone curve: out = 255 (in / 255) ** gamma
+    gamma: tuple = (0.8, 1.25)        # its exponent (> 1: darker mid-tones)
+    defocus_probability: float = 0.0  # chance of a defocus blur: a disk, the aperture's image
+    defocus_radius: tuple = (1.0, 3.0)  # its radius, pixels
+    sharpen_probability: float = 0.0  # chance of a camera's sharpening (unsharp mask)
+    sharpen_amount: tuple = (0.3, 1.0)  # out = in + amount * (in - blurred in)
+    grey_probability: float = 0.0     # chance of a grey image (colour discarded)
 
     def __post_init__(self):
         self.validate()
@@ -316,9 +417,33 @@ class Photometric:
         _range(self.motion_blur_length, 'photometric.motion_blur_length', low=1.0)
         _range(self.noise_sigma, 'photometric.noise_sigma', low=0.0)
         _range(self.jpeg_quality, 'photometric.jpeg_quality', low=1.0, high=100.0)
+        _range(self.white_balance_red, 'photometric.white_balance_red', low=0.0, high=4.0)
+        _range(self.white_balance_blue, 'photometric.white_balance_blue', low=0.0, high=4.0)
+        _range(self.gamma, 'photometric.gamma', low=0.05, high=20.0)
+        _range(self.defocus_radius, 'photometric.defocus_radius', low=0.0, high=50.0)
+        _range(self.sharpen_amount, 'photometric.sharpen_amount', low=0.0, high=10.0)
         for name in ('blur_probability', 'motion_blur_probability', 'noise_probability',
-                     'jpeg_probability'):
+                     'jpeg_probability') + _CAMERA_PROBABILITIES:
             _number(getattr(self, name), f'photometric.{name}', 0.0, 1.0)
+
+    @property
+    def camera_effects(self):
+        """True when any of the camera effects (white balance ... grey) can happen."""
+        return any(getattr(self, name) > 0.0 for name in _CAMERA_PROBABILITIES)
+
+    def to_dict(self):
+        """Plain values (lists for ranges), as `from_dict` reads them.
+
+        Camera-effect fields at their defaults are left out: the settings a synth run records
+        (and a rerun must match to continue it) are then those of runs made before them.
+        """
+        defaults = {f.name: f.default for f in fields(Photometric)}
+        values = {}
+        for name, value in self.__dict__.items():
+            if name in _CAMERA_FIELDS and value == defaults[name]:
+                continue
+            values[name] = list(value) if isinstance(value, tuple) else value
+        return values
 
     @classmethod
     def from_dict(cls, data, where='photometric'):
@@ -343,19 +468,58 @@ class Photometric:
         noise_gray = rng.random() < 0.5
         noise_seed = int(rng.integers(2 ** 31 - 1))
         quality = int(round(rng.uniform(*self.jpeg_quality)))
+        # The camera effects draw after those, and only when one is on, so that earlier
+        # configs make the images they made before these effects existed.
+        camera = self.camera_effects
+        if camera:
+            v = rng.random(5)
+            red = rng.uniform(*self.white_balance_red)
+            blue = rng.uniform(*self.white_balance_blue)
+            gamma = rng.uniform(*self.gamma)
+            defocus = rng.uniform(*self.defocus_radius)
+            sharpen = rng.uniform(*self.sharpen_amount)
 
-        out = _hue_saturation(image, hue, saturation)
+        out = image
+        if camera and (v[0] < self.white_balance_probability or v[1] < self.gamma_probability):
+            gains = (red, 1.0, blue) if v[0] < self.white_balance_probability else (1.0,) * 3
+            out = _white_balance_gamma(out, gains,
+                                       gamma if v[1] < self.gamma_probability else 1.0)
+        out = _hue_saturation(out, hue, saturation)
         out = _exposure_contrast(out, exposure, contrast)
+        if camera and v[2] < self.defocus_probability and defocus >= 0.5:
+            out = cv2.filter2D(out, -1, disk_kernel(defocus))
         if u[0] < self.blur_probability and blur_sigma > 0.05:
             out = cv2.GaussianBlur(out, (0, 0), blur_sigma)
         if u[1] < self.motion_blur_probability and motion_length >= 2.0:
             out = cv2.filter2D(out, -1, motion_kernel(motion_length, motion_angle))
         if u[2] < self.noise_probability and noise_sigma > 0.0:
             out = _add_noise(out, noise_sigma, noise_gray, noise_seed)
+        if camera and v[3] < self.sharpen_probability and sharpen > 0.0:
+            # Unsharp masking, as camera firmware does after demosaicing (noise sharpens too).
+            blurred = cv2.GaussianBlur(out, (0, 0), 1.0)
+            out = cv2.addWeighted(out, 1.0 + sharpen, blurred, -sharpen, 0.0)
+        if camera and v[4] < self.grey_probability:
+            out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         if u[3] < self.jpeg_probability:
             ok, data = cv2.imencode('.jpg', out, [cv2.IMWRITE_JPEG_QUALITY, quality])
             out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if ok else out
         return out if out is not image else image.copy()
+
+
+_CAMERA_PROBABILITIES = ('white_balance_probability', 'gamma_probability', 'defocus_probability',
+                         'sharpen_probability', 'grey_probability')
+_CAMERA_FIELDS = _CAMERA_PROBABILITIES + ('white_balance_red', 'white_balance_blue', 'gamma',
+                                          'defocus_radius', 'sharpen_amount')
+
+
+def disk_kernel(radius):
+    """A normalised disk of `radius` pixels, its rim anti-aliased (4x4 samples per pixel)."""
+    half = int(np.ceil(radius))
+    samples = (np.arange(4) + 0.5) / 4.0 - 0.5
+    x = (np.arange(-half, half + 1)[:, None] + samples[None, :]).ravel()
+    inside = (x[:, None] ** 2 + x[None, :] ** 2 <= radius * radius).astype(np.float32)
+    kernel = inside.reshape(2 * half + 1, 4, 2 * half + 1, 4).mean(axis=(1, 3))
+    return kernel / kernel.sum()
 
 
 def motion_kernel(length, angle_deg):
@@ -385,6 +549,19 @@ def _hue_saturation(image, hue, saturation):
                     np.clip(levels * saturation, 0, 255),
                     levels], axis=1).astype(np.uint8).reshape(256, 1, 3)
     return cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2RGB_FULL)
+
+
+def apply_gains(image, gains):
+    """`image` (H, W, 3) uint8 RGB with each channel multiplied by its gain (saturating)."""
+    levels = np.arange(256, dtype=np.float64)[:, None] * np.asarray(gains, dtype=np.float64)
+    return cv2.LUT(image, np.clip(np.round(levels), 0, 255).astype(np.uint8).reshape(256, 1, 3))
+
+
+def _white_balance_gamma(image, gains, gamma):
+    # One LUT per channel: x -> 255 (min(x gain, 255) / 255) ** gamma.
+    levels = np.clip(np.arange(256, dtype=np.float64)[:, None] * np.asarray(gains), 0, 255)
+    levels = 255.0 * (levels / 255.0) ** gamma
+    return cv2.LUT(image, np.round(levels).astype(np.uint8).reshape(256, 1, 3))
 
 
 def _exposure_contrast(image, exposure, contrast):

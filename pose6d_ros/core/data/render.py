@@ -13,6 +13,11 @@ along the optical axis (metres) and R32F instance id + 1 (floats hold ids exactl
 `full_counts` adds one cheap pass per instance (position-only shader, 1-byte target, no depth
 test) to count the pixels each instance would cover if it were alone.
 
+Shading: Phong, per pixel, with up to MAX_LIGHTS coloured directional lights and a coloured
+ambient term (`Lighting`; the default is one white light), and an optional per-instance change
+of the albedo's contrast and saturation (`Material`). No shadows: augment.Shadows
+approximates those on the background.
+
 Install: `pip install moderngl`; a machine without libEGL needs
 `apt-get install libegl1 libgl1-mesa-dri` (or `libosmesa6` for the OSMesa fallback).
 """
@@ -35,6 +40,7 @@ INSTALL_HINT = ('install the Python binding with `pip install moderngl`, and the
                 'libraries with `apt-get install libegl1 libgl1-mesa-dri` (EGL, GPU or CPU) '
                 'or `apt-get install libosmesa6` (OSMesa, CPU only)')
 
+_GREY = 0.7  # the colour of a mesh without colours or texture
 _VERTEX_FORMAT = '3f 3f 3f 2f'  # position, normal, colour, uv: 11 float32 per vertex
 _VERTEX_ATTRIBUTES = ('in_position', 'in_normal', 'in_color', 'in_uv')
 
@@ -60,16 +66,23 @@ void main() {
 }
 """
 
+# Compiled twice: with LIGHTS 1 for one light, and LIGHTS MAX_LIGHTS. A loop over unused
+# lights (or a branch around it) makes a one-light frame about 25% slower on a CPU (llvmpipe).
 _FRAGMENT_SHADER = """
 #version 330
+#define LIGHTS {lights}
 uniform float instance_id;
 uniform bool use_texture;
 uniform sampler2D texture0;
-uniform float ambient;
-uniform float diffuse;
-uniform float specular;
+uniform vec3 ambient;                       // ambient level times its colour
+uniform vec3 light_directions[LIGHTS];  // direction each light travels, camera frame, unit
+uniform vec3 light_diffuse[LIGHTS];     // intensity times colour; 0 for an unused light
+uniform vec3 light_specular[LIGHTS];    // specular strength times colour
 uniform float shininess;
-uniform vec3 light_direction;   // direction the light travels, camera frame, unit
+uniform bool adjust_albedo;     // false: the mesh's own colours, untouched
+uniform vec3 albedo_mean;       // the mesh's mean colour: the centre of the contrast change
+uniform float albedo_contrast;
+uniform float albedo_saturation;
 in vec3 v_position;
 in vec3 v_normal;
 in vec3 v_color;
@@ -81,23 +94,35 @@ void main() {
     // uv follows the OBJ convention (v = 0 at the bottom row of the image); the image is
     // uploaded top row first, so flip v.
     vec3 albedo = use_texture ? texture(texture0, vec2(v_uv.x, 1.0 - v_uv.y)).rgb : v_color;
+    if (adjust_albedo) {
+        albedo = albedo_mean + (albedo - albedo_mean) * albedo_contrast;
+        float grey = dot(albedo, vec3(0.299, 0.587, 0.114));
+        albedo = clamp(vec3(grey) + (albedo - vec3(grey)) * albedo_saturation, 0.0, 1.0);
+    }
     vec3 view = normalize(-v_position);
     // Two-sided lighting: meshes are not always consistently wound, so face the normal to
     // the viewer instead of trusting the winding.
     vec3 normal = normalize(v_normal);
     if (dot(normal, view) < 0.0) normal = -normal;
-    vec3 to_light = -light_direction;
-    float lambert = max(dot(normal, to_light), 0.0);
-    float highlight = 0.0;
-    if (lambert > 0.0) {
-        highlight = pow(max(dot(reflect(light_direction, normal), view), 0.0), shininess);
+    vec3 shade = ambient;
+    vec3 highlights = vec3(0.0);
+    for (int i = 0; i < LIGHTS; ++i) {
+        vec3 to_light = -light_directions[i];
+        float lambert = max(dot(normal, to_light), 0.0);
+        shade += light_diffuse[i] * lambert;
+        if (lambert > 0.0) {
+            float highlight = pow(max(dot(reflect(light_directions[i], normal), view), 0.0),
+                                  shininess);
+            highlights += light_specular[i] * highlight;
+        }
     }
-    vec3 color = albedo * (ambient + diffuse * lambert) + vec3(specular * highlight);
+    vec3 color = albedo * shade + highlights;
     out_color = vec4(clamp(color, 0.0, 1.0), 1.0);
     out_depth = v_position.z;       // both cleared to 0: background
     out_id = instance_id + 1.0;
 }
 """
+
 
 _COUNT_VERTEX_SHADER = """
 #version 330
@@ -221,9 +246,17 @@ class MeshData:
     def vertex_buffer(self):
         """Interleaved float32 vertex data (N, 11): position, normal, colour, uv."""
         n = len(self.vertices)
-        colors = self.colors if self.colors is not None else np.full((n, 3), 0.7)
+        colors = self.colors if self.colors is not None else np.full((n, 3), _GREY)
         uvs = self.uvs if self.uvs is not None else np.zeros((n, 2))
         return np.concatenate([self.vertices, self.normals, colors, uvs], axis=1).astype('f4')
+
+    def mean_color(self):
+        """The mean albedo (3,) in [0, 1]: of the texture's pixels, else of the vertices."""
+        if self.texture is not None:
+            return self.texture.reshape(-1, 3).mean(axis=0) / 255.0
+        if self.colors is not None:
+            return self.colors.mean(axis=0)
+        return np.full(3, _GREY)
 
     def bounding_sphere(self):
         """(radius, centre (3,)): a sphere about the bounding-box centre holding every vertex."""
@@ -231,12 +264,27 @@ class MeshData:
         return float(np.linalg.norm(self.vertices - centre, axis=1).max()), centre
 
 
+MAX_LIGHTS = 3  # directional lights the shader sums: a key light and up to two more
+
+
+@dataclass
+class DirectionalLight:
+    """A light beside Lighting's key light: parallel rays of one colour, in the camera frame."""
+
+    direction: tuple = (0.0, 0.0, 1.0)  # the direction the light travels (as Lighting's)
+    intensity: float = 0.3              # its diffuse intensity (as Lighting.diffuse)
+    specular: float = 0.0               # its highlight strength (as Lighting.specular)
+    color: tuple = (1.0, 1.0, 1.0)      # RGB gains (kelvin_to_rgb: luminance 1)
+
+
 @dataclass
 class Lighting:
-    """Phong lighting in the camera frame (white light; no shadows).
+    """Phong lighting in the camera frame: a key light, up to two more and ambient; no shadows.
 
-    `direction` is the direction the light travels in the camera frame (x right, y down,
+    `direction` is the direction the key light travels in the camera frame (x right, y down,
     z forward): the default (0, 0, 1) is a headlight shining from the camera into the scene.
+    Colours are RGB gains that multiply the intensities (white: (1, 1, 1), today's default);
+    `extra_lights` holds at most MAX_LIGHTS - 1 DirectionalLight.
     """
 
     ambient: float = 0.4
@@ -244,6 +292,9 @@ class Lighting:
     specular: float = 0.2
     shininess: float = 20.0
     direction: tuple = (0.0, 0.0, 1.0)
+    color: tuple = (1.0, 1.0, 1.0)          # of the key light
+    ambient_color: tuple = (1.0, 1.0, 1.0)
+    extra_lights: tuple = ()
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> 'Lighting':
@@ -257,12 +308,112 @@ class Lighting:
                    direction=(float(s * np.cos(phi)), float(s * np.sin(phi)), float(z)))
 
     def unit_direction(self):
-        d = np.asarray(self.direction, dtype=np.float64).reshape(3)
-        norm = np.linalg.norm(d)
-        if not np.isfinite(norm) or norm == 0.0:
-            raise ValueError(f'lighting direction must be a non-zero 3-vector; got '
-                             f'{self.direction}')
-        return d / norm
+        """The key light's direction of travel as a unit vector (3,)."""
+        return _unit(self.direction, 'lighting direction')
+
+    def shader_lights(self):
+        """(directions, diffuse, specular), each (MAX_LIGHTS, 3) float32; unused lights are 0.
+
+        Row 0 is the key light (diffuse * color, specular * color), then `extra_lights`.
+        """
+        if len(self.extra_lights) > MAX_LIGHTS - 1:
+            raise ValueError(f'lighting has {len(self.extra_lights)} extra lights; the renderer '
+                             f'sums at most {MAX_LIGHTS} lights (a key light and '
+                             f'{MAX_LIGHTS - 1} more)')
+        directions = np.zeros((MAX_LIGHTS, 3), np.float32)
+        # Unused lights shine towards the camera: they light no surface the camera sees, so
+        # the shader skips their highlight (the costly part) as well as adding 0.
+        directions[:, 2] = -1.0
+        diffuse = np.zeros((MAX_LIGHTS, 3), np.float32)
+        specular = np.zeros((MAX_LIGHTS, 3), np.float32)
+        colour = _colour(self.color, 'lighting color')
+        directions[0] = self.unit_direction()
+        diffuse[0] = float(self.diffuse) * colour
+        specular[0] = float(self.specular) * colour
+        for index, light in enumerate(self.extra_lights, start=1):
+            colour = _colour(light.color, f'extra light {index} color')
+            directions[index] = _unit(light.direction, f'extra light {index} direction')
+            diffuse[index] = float(light.intensity) * colour
+            specular[index] = float(light.specular) * colour
+        return directions, diffuse, specular
+
+    def ambient_rgb(self):
+        """The ambient light (3,): level times colour."""
+        return float(self.ambient) * _colour(self.ambient_color, 'lighting ambient_color')
+
+    def overall_color(self):
+        """The colour (3,) of all the light together, of Rec. 709 luminance 1.
+
+        Ambient and every light at its intensity; white for white lights.
+        """
+        _, diffuse, _ = self.shader_lights()
+        total = self.ambient_rgb() + diffuse.sum(axis=0)
+        luminance = float(total @ _LUMINANCE)
+        return total / luminance if luminance > 0.0 else np.ones(3)
+
+
+@dataclass
+class Material:
+    """A change of one instance's colours (its albedo), before lighting.
+
+    Real objects often show more (or less) contrast and saturation than their mesh colours.
+    The colours are stretched by `contrast` about the mesh's mean colour, then their
+    saturation is scaled by `saturation`; (1, 1) leaves them untouched.
+    """
+
+    contrast: float = 1.0
+    saturation: float = 1.0
+
+    @property
+    def is_identity(self):
+        """True when the material changes nothing."""
+        return self.contrast == 1.0 and self.saturation == 1.0
+
+
+def kelvin_to_rgb(kelvin):
+    """RGB gains (3,) of black-body light at `kelvin` (1000-40000 K), of luminance 1.
+
+    Tanner Helland's fit of the black-body colours as an sRGB camera renders them: 6500 K is
+    about white, 2700 K (a tungsten bulb) orange, 10000 K (blue sky) blue. Normalised to
+    Rec. 709 luminance 1, so a light's intensity keeps its brightness whatever its colour.
+    """
+    if isinstance(kelvin, bool) or not isinstance(kelvin, (int, float)) or not (
+            1000.0 <= kelvin <= 40000.0):
+        raise ValueError(f'colour temperature must be a number of kelvin in [1000, 40000]; got '
+                         f'{kelvin!r}')
+    t = kelvin / 100.0
+    if t <= 66.0:
+        red = 255.0
+        green = 99.4708025861 * np.log(t) - 161.1195681661
+    else:
+        red = 329.698727446 * (t - 60.0) ** -0.1332047592
+        green = 288.1221695283 * (t - 60.0) ** -0.0755148492
+    if t >= 66.0:
+        blue = 255.0
+    elif t <= 19.0:
+        blue = 0.0
+    else:
+        blue = 138.5177312231 * np.log(t - 10.0) - 305.0447927307
+    rgb = np.clip([red, green, blue], 0.0, 255.0) / 255.0
+    return rgb / float(rgb @ _LUMINANCE)
+
+
+_LUMINANCE = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709
+
+
+def _unit(vector, name):
+    d = np.asarray(vector, dtype=np.float64).reshape(-1)
+    norm = np.linalg.norm(d) if d.shape == (3,) else np.nan
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError(f'{name} must be a non-zero 3-vector; got {vector}')
+    return d / norm
+
+
+def _colour(value, name):
+    c = np.asarray(value, dtype=np.float64).reshape(-1)
+    if c.shape != (3,) or not np.isfinite(c).all() or (c < 0).any():
+        raise ValueError(f'{name} must be 3 non-negative RGB gains; got {value}')
+    return c
 
 
 @dataclass
@@ -299,11 +450,16 @@ class Renderer:
         self._fbo = self._count_fbo = None
         self._attachments = []
         self.width = self.height = 0
-        self._program = self.ctx.program(vertex_shader=_VERTEX_SHADER,
-                                         fragment_shader=_FRAGMENT_SHADER)
+        # One program per number of lights it sums (1 or MAX_LIGHTS; see _FRAGMENT_SHADER).
+        self._programs = {
+            lights: self.ctx.program(vertex_shader=_VERTEX_SHADER,
+                                     fragment_shader=_FRAGMENT_SHADER.replace(
+                                         '{lights}', str(lights)))
+            for lights in (1, MAX_LIGHTS)}
         self._count_program = self.ctx.program(vertex_shader=_COUNT_VERTEX_SHADER,
                                                fragment_shader=_COUNT_FRAGMENT_SHADER)
-        self._program['texture0'].value = 0
+        for program in self._programs.values():
+            program['texture0'].value = 0
         self._resize(int(width), int(height))
 
     @property
@@ -322,8 +478,10 @@ class Renderer:
             self._release_mesh(key)
             vbo = ctx.buffer(mesh.vertex_buffer().tobytes())
             ibo = ctx.buffer(mesh.faces.astype('u4').tobytes())
-            vao = ctx.vertex_array(self._program, [(vbo, _VERTEX_FORMAT, *_VERTEX_ATTRIBUTES)],
-                                   index_buffer=ibo, index_element_size=4)
+            vaos = {lights: ctx.vertex_array(program,
+                                             [(vbo, _VERTEX_FORMAT, *_VERTEX_ATTRIBUTES)],
+                                             index_buffer=ibo, index_element_size=4)
+                    for lights, program in self._programs.items()}
             # The counting pass reads positions only: skip normal, colour and uv (8 floats).
             count_vao = ctx.vertex_array(self._count_program, [(vbo, '3f 32x', 'in_position')],
                                          index_buffer=ibo, index_element_size=4)
@@ -335,47 +493,63 @@ class Renderer:
                 texture.build_mipmaps()  # avoid aliasing of detailed textures seen from afar
                 texture.repeat_x = texture.repeat_y = True
             radius, centre = mesh.bounding_sphere()
-            self._meshes[key] = _GpuMesh(vbo, ibo, vao, count_vao, texture, radius, centre)
+            self._meshes[key] = _GpuMesh(vbo, ibo, vaos, count_vao, texture, radius, centre,
+                                         mesh.mean_color())
 
     def render(self, instances, camera: CameraModel, lighting: Lighting | None = None,
-               full_counts: bool = False, background_rgb=None) -> RenderResult:
+               full_counts: bool = False, background_rgb=None,
+               materials=None) -> RenderResult:
         """Render instances [(key, R (3, 3), t (3,) metres), ...] (poses T_cam_obj).
 
         Renders at camera.width x camera.height (the framebuffer is resized when needed),
         without lens distortion. `background_rgb` is None (black), an RGB triple (0..255) or
-        an (H, W, 3) uint8 image placed behind the objects.
+        an (H, W, 3) uint8 image placed behind the objects. `materials`: None, or one
+        Material (or None: unchanged) per instance.
         """
         if not isinstance(camera, CameraModel):
             raise TypeError(f'render expects a CameraModel; got {type(camera).__name__}')
         lighting = Lighting() if lighting is None else lighting
         poses = [self._checked_instance(i, instance) for i, instance in enumerate(instances)]
+        materials = [None] * len(poses) if materials is None else list(materials)
+        if len(materials) != len(poses) or not all(
+                m is None or isinstance(m, Material) for m in materials):
+            raise ValueError(f'materials must hold one Material (or None) per instance: '
+                             f'{len(poses)}; got {len(materials)} entries')
+        lights = lighting.shader_lights()
         with self._active():
-            return self._render(poses, camera, lighting, full_counts, background_rgb)
+            return self._render(poses, camera, lighting, lights, materials, full_counts,
+                                background_rgb)
 
-    def _render(self, poses, camera, lighting, full_counts, background_rgb):
+    def _render(self, poses, camera, lighting, lights, materials, full_counts, background_rgb):
         if (camera.width, camera.height) != (self.width, self.height):
             self._resize(camera.width, camera.height)
         near, far = self._depth_range(poses)
         projection = projection_matrix(camera.K, camera.width, camera.height, near, far)
 
-        ctx, program = self.ctx, self._program
+        lights_used = MAX_LIGHTS if lighting.extra_lights else 1
+        ctx, program = self.ctx, self._programs[lights_used]
         self._fbo.use()
         self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         ctx.enable(ctx.DEPTH_TEST)
         program['projection'].write(projection.T.astype('f4').tobytes())  # column-major
-        program['ambient'].value = float(lighting.ambient)
-        program['diffuse'].value = float(lighting.diffuse)
-        program['specular'].value = float(lighting.specular)
+        program['ambient'].value = tuple(lighting.ambient_rgb())
+        for name, values in zip(('light_directions', 'light_diffuse', 'light_specular'), lights):
+            program[name].write(values[:lights_used].tobytes())
         program['shininess'].value = max(float(lighting.shininess), 1e-3)
-        program['light_direction'].value = tuple(lighting.unit_direction())
-        for index, (mesh, R, t) in enumerate(poses):
+        for index, ((mesh, R, t), material) in enumerate(zip(poses, materials)):
             program['rotation'].write(R.T.astype('f4').tobytes())
             program['translation'].value = tuple(t)
             program['instance_id'].value = float(index)
+            adjust = material is not None and not material.is_identity
+            program['adjust_albedo'].value = adjust
+            if adjust:
+                program['albedo_mean'].value = tuple(mesh.mean_color)
+                program['albedo_contrast'].value = float(material.contrast)
+                program['albedo_saturation'].value = float(material.saturation)
             program['use_texture'].value = mesh.texture is not None
             if mesh.texture is not None:
                 mesh.texture.use(0)
-            mesh.vao.render()
+            mesh.vaos[lights_used].render()
 
         # The projection maps image row v to framebuffer row v, and glReadPixels returns
         # rows bottom-up, i.e. in image order: no flip needed. Each target is read whole in
@@ -397,8 +571,8 @@ class Renderer:
         with self._active():
             for key in list(self._meshes):
                 self._release_mesh(key)
-            for obj in [self._fbo, self._count_fbo, *self._attachments, self._program,
-                        self._count_program]:
+            for obj in [self._fbo, self._count_fbo, *self._attachments,
+                        *self._programs.values(), self._count_program]:
                 if obj is not None:
                     obj.release()
         self.ctx.release()
@@ -493,7 +667,7 @@ class Renderer:
     def _release_mesh(self, key):
         mesh = self._meshes.pop(key, None)
         if mesh is not None:
-            for obj in (mesh.count_vao, mesh.vao, mesh.vbo, mesh.ibo, mesh.texture):
+            for obj in (mesh.count_vao, *mesh.vaos.values(), mesh.vbo, mesh.ibo, mesh.texture):
                 if obj is not None:
                     obj.release()
 
@@ -502,11 +676,12 @@ class Renderer:
 class _GpuMesh:
     vbo: object
     ibo: object
-    vao: object
+    vaos: dict          # a vertex array per shader program (number of lights)
     count_vao: object
     texture: object
     radius: float
     centre: np.ndarray
+    mean_color: np.ndarray   # (3,) in [0, 1]: the centre of a Material's contrast change
 
 
 def projection_matrix(K, width, height, near, far):

@@ -1,8 +1,9 @@
 """Random scenes of known objects for synthetic training images, and their ground truth.
 
 `sample_scene` draws object poses (viewpoint, distance, in-plane rotation, image position),
-random occluder and distractor shapes, and the lighting, from a numpy Generator only: one
-seed gives one scene. `render_scene` renders it and labels the instances that are visible
+random occluder and distractor shapes, the lighting (`LightingConfig`: one to three coloured
+lights) and optionally each object's colour change, from a numpy Generator only: one seed
+gives one scene. `render_scene` renders it and labels the instances that are visible
 enough; the others are still rendered (they occlude) but get no label.
 
 A share of scenes (`negative_share`) holds none of the objects: only random shapes (boxes,
@@ -25,7 +26,15 @@ from scipy.spatial.transform import Rotation
 
 from pose6d_ros.core.config_fields import dataclass_kwargs
 from pose6d_ros.core.data.augment import procedural_background
-from pose6d_ros.core.data.render import Lighting, MeshData, uv_sphere
+from pose6d_ros.core.data.render import (
+    DirectionalLight,
+    kelvin_to_rgb,
+    Lighting,
+    Material,
+    MAX_LIGHTS,
+    MeshData,
+    uv_sphere,
+)
 from pose6d_ros.core.errors import ObjectModelError, Pose6dError
 from pose6d_ros.core.geometry.poses import box_2d, random_rotation
 
@@ -90,6 +99,12 @@ class SceneConfig:
     negative_share: float = 0.0
     # Random shapes in a negative scene (0: the background alone).
     negative_shapes: tuple = (1, 6)
+    # A change of each object's mesh colours (render.Material), drawn per instance: contrast
+    # about the mesh's mean colour, then saturation, as factors. Real objects often show more
+    # texture contrast than their scanned vertex colours. [1, 1] (the defaults) leaves the
+    # colours as they are and draws nothing.
+    albedo_contrast: tuple = (1.0, 1.0)
+    albedo_saturation: tuple = (1.0, 1.0)
 
     def __post_init__(self):
         self.validate()
@@ -125,6 +140,14 @@ class SceneConfig:
         _float_range((self.negative_share, self.negative_share), 'scene.negative_share', 0.0,
                      1.0)
         _int_range(self.negative_shapes, 'scene.negative_shapes', 0)
+        _float_range(self.albedo_contrast, 'scene.albedo_contrast', 0.0, 10.0)
+        _float_range(self.albedo_saturation, 'scene.albedo_saturation', 0.0, 10.0)
+
+    @property
+    def changes_albedo(self):
+        """True when objects' colours are changed (albedo_contrast or _saturation not [1, 1])."""
+        return tuple(self.albedo_contrast) != (1.0, 1.0) or tuple(
+            self.albedo_saturation) != (1.0, 1.0)
 
     @classmethod
     def from_dict(cls, data, where='scene'):
@@ -134,17 +157,138 @@ class SceneConfig:
     def to_dict(self):
         """Plain values (lists for ranges), as `from_dict` reads them.
 
-        Without negatives the negative fields are left out: the settings a synth run records
-        (and a rerun must match to continue it) are then those of runs made before them.
+        Without negatives the negative fields are left out, and the albedo fields when they
+        change nothing: the settings a synth run records (and a rerun must match to continue
+        it) are then those of runs made before these fields existed.
         """
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if not self.negative_share:
             for key in _NEGATIVE_FIELDS:
                 values.pop(key)
+        if not self.changes_albedo:
+            for key in _ALBEDO_FIELDS:
+                values.pop(key)
         return values
 
 
 _NEGATIVE_FIELDS = ('negative_share', 'negative_shapes')
+_ALBEDO_FIELDS = ('albedo_contrast', 'albedo_saturation')
+
+
+@dataclass
+class LightingConfig:
+    """How the lights of a scene are drawn: the `lighting:` section of a synth config.
+
+    Directions are those in which light travels, in the camera frame (x right, y down,
+    z forward). Ranges are [min, max], inclusive. The defaults draw the lighting of earlier
+    versions (`Lighting.random`: one white light within 60 degrees of the viewing direction)
+    from the same random numbers, so a config without this section makes the same images.
+    """
+
+    # Directional lights per scene: a key light and up to two fill lights.
+    lights: tuple = (1, 1)
+    # Ambient level (light from everywhere) and the key light's diffuse intensity.
+    ambient: tuple = (0.2, 0.6)
+    diffuse: tuple = (0.3, 0.8)
+    # Each fill light's intensity and highlight strength, as a fraction of the key light's.
+    fill: tuple = (0.2, 0.6)
+    # Highlights: the key light's strength and the Phong exponent (larger: smaller, sharper).
+    specular: tuple = (0.0, 0.4)
+    shininess: tuple = (5.0, 60.0)
+    # Every light travels within `cone_deg` of one axis: the viewing direction (light from
+    # about the camera), tilted by `axis_tilt_deg` towards light that comes from the top of
+    # the image (ceiling lights over a table the camera looks down at), then turned about the
+    # optical axis by `axis_roll_deg` (a camera held at a roll). Drawn once per scene.
+    cone_deg: float = 60.0
+    axis_tilt_deg: tuple = (0.0, 0.0)
+    axis_roll_deg: tuple = (0.0, 0.0)
+    # Colour temperature of each light in kelvin (2700: tungsten bulb, 4000: fluorescent tube,
+    # 6500: overcast daylight), drawn per light; null: white light.
+    kelvin: tuple | None = None
+    # Colour temperature of the ambient light; null: white.
+    ambient_kelvin: tuple | None = None
+    # How far the background takes the colour of the scene's lights (0: not at all, 1: as
+    # much as the objects do). A photograph of a table is lit by the lights that light the
+    # objects on it; without this, coloured lights tint the objects alone, a cue that does
+    # not exist in real photographs. Draws nothing.
+    background_tint: float = 0.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raise Pose6dError naming the first field with an impossible value."""
+        _int_range(self.lights, 'lighting.lights', 1)
+        if self.lights[1] > MAX_LIGHTS:
+            raise Pose6dError(f'lighting.lights must lie within [1, {MAX_LIGHTS}] (the renderer '
+                              f'sums at most {MAX_LIGHTS} lights); got {self.lights!r}')
+        _float_range(self.ambient, 'lighting.ambient', 0.0, 2.0)
+        _float_range(self.diffuse, 'lighting.diffuse', 0.0, 3.0)
+        _float_range(self.fill, 'lighting.fill', 0.0, 2.0)
+        _float_range(self.specular, 'lighting.specular', 0.0, 2.0)
+        _float_range(self.shininess, 'lighting.shininess', 1.0, 1000.0)
+        _float_range((self.cone_deg, self.cone_deg), 'lighting.cone_deg', 0.0, 180.0)
+        _float_range(self.axis_tilt_deg, 'lighting.axis_tilt_deg', -180.0, 180.0)
+        _float_range(self.axis_roll_deg, 'lighting.axis_roll_deg', -360.0, 360.0)
+        for name in ('kelvin', 'ambient_kelvin'):
+            if getattr(self, name) is not None:
+                _float_range(getattr(self, name), f'lighting.{name}', 1000.0, 40000.0)
+        _float_range((self.background_tint, self.background_tint), 'lighting.background_tint',
+                     0.0, 1.0)
+
+    def tint_gains(self, lighting):
+        """RGB gains (3,) that give a background `background_tint` of the lights' colour."""
+        return 1.0 + self.background_tint * (lighting.overall_color() - 1.0)
+
+    @classmethod
+    def from_dict(cls, data, where='lighting'):
+        """Build from a mapping (a config file section); unknown keys are an error."""
+        return cls(**dataclass_kwargs(cls, data, where, lists_as_tuples=True))
+
+    def to_dict(self):
+        """Plain values (lists for ranges), as `from_dict` reads them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def sample(self, rng):
+        """A random Lighting; the defaults give Lighting.random's from the same numbers."""
+        # Earlier versions' draws first, in their order; each newer one only when configured.
+        key = self._cap_direction(rng)
+        ambient = float(rng.uniform(*self.ambient))
+        diffuse = float(rng.uniform(*self.diffuse))
+        specular = float(rng.uniform(*self.specular))
+        shininess = float(rng.uniform(*self.shininess))
+        axis = None
+        if tuple(self.axis_tilt_deg) != (0.0, 0.0) or tuple(self.axis_roll_deg) != (0.0, 0.0):
+            tilt, roll = rng.uniform(*self.axis_tilt_deg), rng.uniform(*self.axis_roll_deg)
+            # x first: +z tilts towards +y (light travelling down the image); then the roll.
+            axis = Rotation.from_euler('xz', [-tilt, roll], degrees=True).as_matrix()
+            key = tuple(float(v) for v in axis @ key)
+        fills = []
+        if tuple(self.lights) != (1, 1):
+            for _ in range(_randint(rng, self.lights) - 1):
+                direction = self._cap_direction(rng)
+                if axis is not None:
+                    direction = tuple(float(v) for v in axis @ direction)
+                share = float(rng.uniform(*self.fill))
+                fills.append(DirectionalLight(direction, diffuse * share, specular * share))
+        colour = (1.0, 1.0, 1.0)
+        if self.kelvin is not None:
+            colour = tuple(kelvin_to_rgb(float(rng.uniform(*self.kelvin))))
+            for light in fills:
+                light.color = tuple(kelvin_to_rgb(float(rng.uniform(*self.kelvin))))
+        ambient_colour = (1.0, 1.0, 1.0)
+        if self.ambient_kelvin is not None:
+            ambient_colour = tuple(kelvin_to_rgb(float(rng.uniform(*self.ambient_kelvin))))
+        return Lighting(ambient=ambient, diffuse=diffuse, specular=specular,
+                        shininess=shininess, direction=key, color=colour,
+                        ambient_color=ambient_colour, extra_lights=tuple(fills))
+
+    def _cap_direction(self, rng):
+        """A direction uniform on the spherical cap within cone_deg of +z (as Lighting.random)."""
+        z = rng.uniform(np.cos(np.radians(self.cone_deg)), 1.0)
+        phi = rng.uniform(0.0, 2.0 * np.pi)
+        s = np.sqrt(1.0 - z * z)
+        return (float(s * np.cos(phi)), float(s * np.sin(phi)), float(z))
 
 
 # --- scenes -----------------------------------------------------------------------------------
@@ -179,6 +323,7 @@ class Scene:
     object_ids: list[int]             # dataset object id of each instance
     silhouette_points: list           # per instance: object-frame points (N, 3) bounding it
     config: SceneConfig | None = None  # labelling thresholds for render_scene (None: defaults)
+    materials: list | None = None     # per instance: its colour change (None: the mesh's own)
 
 
 @dataclass
@@ -210,14 +355,18 @@ def distance_range(obj, camera, config):
             focal * obj.diameter / (low * short_side))
 
 
-def sample_scene(rng, object_set, camera, config=None):
-    """Draw a random scene (see SceneConfig); deterministic for a given `rng` state."""
+def sample_scene(rng, object_set, camera, config=None, lighting=None):
+    """Draw a random scene (see SceneConfig); deterministic for a given `rng` state.
+
+    lighting: a LightingConfig (None: its defaults, the lighting of earlier versions).
+    """
     config = SceneConfig() if config is None else config
+    lighting_config = LightingConfig() if lighting is None else lighting
     candidates = candidate_classes(object_set, config)
     # The draw happens only with negatives configured, so that without them every scene is
     # the one an earlier version drew from the same seed.
     if config.negative_share and rng.random() < config.negative_share:
-        return negative_scene(rng, object_set, candidates, camera, config)
+        return negative_scene(rng, object_set, candidates, camera, config, lighting_config)
     count = min(len(candidates), _randint(rng, config.objects_per_image))
     chosen = rng.choice(candidates, size=count, replace=False)
     instances, object_ids, points, spheres = [], [], [], []
@@ -232,7 +381,7 @@ def sample_scene(rng, object_set, camera, config=None):
             object_ids.append(obj.object_id)
             points.append(silhouette_points(obj))
             spheres.append(sphere)
-    lighting = Lighting.random(rng)
+    lighting = lighting_config.sample(rng)
     shapes = []
     object_spheres = list(spheres)
     for _ in range(_randint(rng, config.occluders)):
@@ -245,16 +394,22 @@ def sample_scene(rng, object_set, camera, config=None):
         shape = _distractor(rng, object_set, candidates, camera, config, spheres)
         if shape is not None:
             shapes.append(shape)
-    return Scene(instances, shapes, lighting, object_ids, points, config)
+    materials = None
+    if config.changes_albedo:  # drawn last, and only when configured: earlier scenes stay
+        materials = [Material(float(rng.uniform(*config.albedo_contrast)),
+                              float(rng.uniform(*config.albedo_saturation)))
+                     for _ in instances]
+    return Scene(instances, shapes, lighting, object_ids, points, config, materials)
 
 
-def negative_scene(rng, object_set, candidates, camera, config):
+def negative_scene(rng, object_set, candidates, camera, config, lighting=None):
     """A scene without any of the objects: random shapes (`negative_shapes`) and lighting.
 
     The shapes are sized and placed as distractors (the size of an object of the set, at its
-    distances), and drawn from more kinds, irregular convex polyhedra included.
+    distances), and drawn from more kinds, irregular convex polyhedra included. lighting: a
+    LightingConfig (None: its defaults).
     """
-    lighting = Lighting.random(rng)
+    lighting = (LightingConfig() if lighting is None else lighting).sample(rng)
     shapes, spheres = [], []
     for _ in range(_randint(rng, config.negative_shapes)):
         shape = _distractor(rng, object_set, candidates, camera, config, spheres,
@@ -301,7 +456,11 @@ def render_scene(renderer, scene, camera):
         key = ('shape', j)
         renderer.add_mesh(key, shape.mesh)
         items.append((key, shape.R, shape.t))
-    result = renderer.render(items, camera, scene.lighting, full_counts=True)
+    materials = None
+    if scene.materials is not None:  # objects first, then the shapes in their own colours
+        materials = list(scene.materials) + [None] * len(scene.shapes)
+    result = renderer.render(items, camera, scene.lighting, full_counts=True,
+                             materials=materials)
     ids = result.instance_ids
     visible_counts = np.bincount(ids.ravel() + 1, minlength=len(items) + 1)[1:]
     labels = []

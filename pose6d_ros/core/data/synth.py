@@ -1,7 +1,8 @@
 """Synthetic training sets in BOP format (`pose6d synth`) and their benchmark (`bench synth`).
 
-Each image: a random scene (scenes.py) rendered offscreen, pasted on a photograph or a
-procedural background, then photometric jitter (augment.py). Image i is drawn from a
+Each image: a random scene (scenes.py) rendered offscreen under its lights, pasted on a
+photograph or a procedural background (darkened by the shadows of what was rendered, when
+configured), then photometric jitter and camera effects (augment.py). Image i is drawn from a
 generator seeded with (seed, i) only, so the output does not depend on the number of
 workers, and an interrupted run continues exactly where it stopped.
 
@@ -43,10 +44,18 @@ import yaml
 
 from pose6d_ros.core.config_fields import load_yaml
 from pose6d_ros.core.cpus import machine_info
-from pose6d_ros.core.data.augment import Backgrounds, composite, Photometric, procedural_background
+from pose6d_ros.core.data.augment import (
+    apply_gains,
+    Backgrounds,
+    composite,
+    Photometric,
+    procedural_background,
+    Shadows,
+)
 from pose6d_ros.core.data.bop import Annotation, BopWriter
 from pose6d_ros.core.data.render import MeshData, Renderer
 from pose6d_ros.core.data.scenes import (
+    LightingConfig,
     render_scene,
     sample_scene,
     SceneConfig,
@@ -64,7 +73,7 @@ SCENE_ID = 0
 DEFAULT_FOCAL_640 = 572.0      # LINEMOD-like focal length at 640 pixels wide
 IMAGE_FORMATS = ('jpg', 'png')
 _FORMAT_VERSION = 1
-_CONFIG_SECTIONS = ('scene', 'photometric', 'backgrounds')
+_CONFIG_SECTIONS = ('scene', 'lighting', 'shadows', 'photometric', 'backgrounds')
 
 
 @dataclass
@@ -75,10 +84,14 @@ class SynthConfig:
     photometric: Photometric = field(default_factory=Photometric)
     # Chance of a procedural background although photographs are given.
     procedural_probability: float = 0.2
+    # The lights of each scene (default: one white light near the viewing direction).
+    lighting: LightingConfig = field(default_factory=LightingConfig)
+    # Approximate shadows on the background (default: none).
+    shadows: Shadows = field(default_factory=Shadows)
 
     @classmethod
     def load(cls, path):
-        """Read a YAML file with optional sections `scene:`, `photometric:`, `backgrounds:`."""
+        """Read a YAML file with optional sections (scene, lighting, shadows, ...)."""
         path = Path(path)
         if not path.is_file():
             raise Pose6dError(f'config file not found: {path}')
@@ -108,14 +121,24 @@ class SynthConfig:
             raise Pose6dError('backgrounds.procedural_probability must be a number in [0, 1]; '
                               f'got {probability!r}')
         return cls(SceneConfig.from_dict(data.get('scene')),
-                   Photometric.from_dict(data.get('photometric')), float(probability))
+                   Photometric.from_dict(data.get('photometric')), float(probability),
+                   LightingConfig.from_dict(data.get('lighting')),
+                   Shadows.from_dict(data.get('shadows')))
 
     def to_dict(self):
-        """Plain values, as `from_dict` reads them."""
-        photometric = {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in self.photometric.__dict__.items()}
-        return {'scene': self.scene.to_dict(), 'photometric': photometric,
-                'backgrounds': {'procedural_probability': self.procedural_probability}}
+        """Plain values, as `from_dict` reads them.
+
+        The lighting and shadows sections are left out at their defaults (as the fields of
+        the other sections that came later): a synth run records the settings that a rerun must
+        match to continue it, and runs made before those sections existed continue.
+        """
+        values = {'scene': self.scene.to_dict(), 'photometric': self.photometric.to_dict(),
+                  'backgrounds': {'procedural_probability': self.procedural_probability}}
+        if self.lighting != LightingConfig():
+            values['lighting'] = self.lighting.to_dict()
+        if self.shadows != Shadows():
+            values['shadows'] = self.shadows.to_dict()
+        return values
 
 
 def synth_camera(width=640, height=480):
@@ -188,7 +211,7 @@ def synthesize(objects, out, images, backgrounds=None, camera=None, seed=0, work
     spec = _Spec(*_prepared_objects(object_set), camera, seed,
                  None if backgrounds is None else str(backgrounds),
                  replace(config.scene, object_ids=None), config.photometric,
-                 config.procedural_probability)
+                 config.procedural_probability, config.lighting, config.shadows)
     writer = BopWriter(out, SPLIT, SCENE_ID, image_ext=image_format, objects=object_set,
                        resume=resume, jpeg_quality=95)
     start = writer.next_image_id
@@ -241,7 +264,8 @@ def render_frames(object_set, camera, count, seed=0, config=None, backgrounds=No
     """
     config = SynthConfig() if config is None else config
     spec = _Spec(*_prepared_objects(object_set), camera, seed, backgrounds, config.scene,
-                 config.photometric, config.procedural_probability)
+                 config.photometric, config.procedural_probability, config.lighting,
+                 config.shadows)
     maker = ImageMaker(spec)
     try:
         return [maker.make(index)[1:] for index in range(count)]
@@ -266,6 +290,8 @@ class _Spec:
     scene: SceneConfig
     photometric: Photometric
     procedural_probability: float
+    lighting: LightingConfig
+    shadows: Shadows
 
 
 def _prepared_objects(object_set):
@@ -293,9 +319,12 @@ class ImageMaker:
         """(index, image (H, W, 3) uint8 RGB, packed labels) of image `index`."""
         spec, camera = self.spec, self.spec.camera
         rng = np.random.default_rng([spec.seed, index])
-        scene = sample_scene(rng, self.objects, camera, spec.scene)
+        scene = sample_scene(rng, self.objects, camera, spec.scene, spec.lighting)
         rgb, _depth, ids, labels = render_scene(self.renderer, scene, camera)
         background = self.backgrounds.sample(rng, camera.width, camera.height)
+        if spec.lighting.background_tint:
+            background = apply_gains(background, spec.lighting.tint_gains(scene.lighting))
+        background = spec.shadows.apply(background, ids, scene.lighting.unit_direction(), rng)
         image = spec.photometric.apply(composite(rgb, ids >= 0, background, rng), rng)
         return index, image, [_pack_label(label) for label in labels]
 
@@ -539,22 +568,34 @@ def _write_json(path, data):
 # --- benchmark --------------------------------------------------------------------------------
 
 
-def bench_synth(images=200, workers=None, width=640, height=480, seed=0, image_format='jpg'):
+def bench_synth(images=200, workers=None, width=640, height=480, seed=0, image_format='jpg',
+                config=None, baseline=None):
     """Images per second of `synthesize` with two objects and photo backgrounds, no files needed.
 
     Makes two vertex-coloured meshes (a box and a cylinder, ~12k and ~16k faces, about the
     size of LINEMOD's) and a few photo-like backgrounds in a temporary folder, then times a
     whole run: rendering, compositing, augmentation and writing, with all the workers.
+    config: the SynthConfig to time (default: the defaults; its scene.object_ids is ignored).
+    baseline: another SynthConfig timed in the same run, before `config`, on the same
+    objects and backgrounds; the report then holds its speed and the ratio of the two.
     """
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix='pose6d_bench_synth_') as tmp:
         tmp = Path(tmp)
         objects_file, faces = _bench_objects(tmp)
         backgrounds = _bench_backgrounds(tmp / 'backgrounds', seed)
-        summary = synthesize(objects_file, tmp / 'out', images, backgrounds=backgrounds,
-                             camera=synth_camera(width, height), seed=seed, workers=workers,
-                             image_format=image_format, progress=False, log=lambda *_: None)
-    return {
+
+        def run(name, chosen):
+            chosen = SynthConfig() if chosen is None else chosen
+            chosen = replace(chosen, scene=replace(chosen.scene, object_ids=None))
+            return synthesize(objects_file, tmp / name, images, backgrounds=backgrounds,
+                              camera=synth_camera(width, height), seed=seed, workers=workers,
+                              config=chosen, image_format=image_format, progress=False,
+                              log=lambda *_: None)
+
+        reference = run('baseline', baseline) if baseline is not None else None
+        summary = run('out', config)
+    report = {
         'benchmark': 'synth',
         'width': width, 'height': height, 'images': images, 'workers': workers,
         'images_per_second': summary['images_per_second'],
@@ -568,6 +609,14 @@ def bench_synth(images=200, workers=None, width=640, height=480, seed=0, image_f
         'target_images_per_second': 20,
         'machine': machine_info(),
     }
+    if reference is not None:
+        report['baseline'] = {key: reference[key] for key in (
+            'images_per_second', 'steady_images_per_second', 'startup_seconds', 'seconds',
+            'instances_per_image')}
+        # Whole-run speeds (start-up included) of the same number of images: > 1 is faster.
+        report['speed_ratio_to_baseline'] = round(
+            summary['images_per_second'] / reference['images_per_second'], 3)
+    return report
 
 
 def _bench_objects(folder):
