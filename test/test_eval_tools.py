@@ -599,3 +599,32 @@ def test_predict_json_has_quaternions_in_xyzw_order(tmp_path):
     assert entry['object_name'] == 'box' and len(entry['keypoints']) == 9
     overlay = cv2.cvtColor(cv2.imread(str(tmp_path / 'overlay.png')), cv2.COLOR_BGR2RGB)
     assert overlay.shape == image.shape and (overlay != image).any(axis=2).sum() > 100
+
+
+def test_eval_writes_bop_results_for_a_folder_without_masks_or_depth(learned_bundle,
+                                                                    tiny_dataset, tmp_path):
+    # The LM-O test split as its users have it (rgb/, scene_camera.json, scene_gt.json,
+    # scene_gt_info.json, models/: no depth, no masks) and a bundle without meshes
+    # (bundle_meshes: false): the meshes come from the dataset's models/.
+    data = tmp_path / 'photographs'
+    shutil.copytree(tiny_dataset, data)
+    for scene in (data / 'train').iterdir():
+        for name in ('mask', 'mask_visib', 'depth'):
+            shutil.rmtree(scene / name, ignore_errors=True)
+        assert {p.name for p in scene.iterdir()} == {'rgb', 'scene_camera.json', 'scene_gt.json',
+                                                     'scene_gt_info.json'}
+    bundle = tmp_path / 'bundle'
+    shutil.copytree(learned_bundle[0], bundle)
+    objects = yaml.safe_load((bundle / 'objects.yaml').read_text())
+    for entry in objects['objects']:
+        entry.pop('mesh', None)
+    (bundle / 'objects.yaml').write_text(yaml.safe_dump(objects))
+    out = tmp_path / 'eval'
+    assert cli.main(['eval', '--model', str(bundle), '--data', str(data), '--out', str(out),
+                     '--device', 'cpu']) == 0
+    assert (out / 'predictions.csv').read_text().splitlines()[0] == \
+        'scene_id,im_id,obj_id,score,R,t,time'
+    rows = read_csv(out / 'predictions.csv')
+    assert rows and {row['obj_id'] for row in rows} == {1}
+    document = json.loads((out / 'metrics.json').read_text())
+    assert document['objects']['box']['recall'] > 0
