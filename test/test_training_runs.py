@@ -193,3 +193,55 @@ def test_a_resumed_run_counts_the_training_time_of_its_earlier_sessions(tiny_dat
     state = torch.load(run / 'checkpoint.pt', weights_only=True)
     assert state['epoch'] == 2 and state['seconds'] > first
     assert load_bundle(run / 'bundle').card['training']['seconds'] >= round(state['seconds'], 1)
+
+
+def test_an_interrupted_run_keeps_its_iteration_and_resumes_mid_epoch(
+        tiny_dataset, tmp_path, monkeypatch, capsys):
+    # Epochs are 5 batches of 4 (22 images, the last 2 dropped). The images a run trains on,
+    # in order, from the samples it loads.
+    loaded = []
+    real_item = train_module.PoseSamples.__getitem__
+    monkeypatch.setattr(train_module.PoseSamples, '__getitem__',
+                        lambda self, index: (loaded.append(int(index)), real_item(self, index))[1])
+    assert _train(tiny_dataset, tmp_path / 'whole', '--epochs', '2') == 0
+    whole, loaded[:] = list(loaded), []
+
+    real_loss, calls = train_module._loss, []
+
+    def interrupted_at_the_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, '_loss', interrupted_at_the_third_step)
+    run = tmp_path / 'run'
+    assert _train(tiny_dataset, run, '--epochs', '2') == 130
+    assert 'interrupted at iteration 2: ' in capsys.readouterr().err
+    state = torch.load(run / 'checkpoint.pt', weights_only=True)
+    assert (state['epoch'], state['iteration'], state['batches_done']) == (0, 2, 2)
+    trained_before = loaded[:8]           # the third batch was loaded, never trained on
+    loaded[:] = []
+    monkeypatch.setattr(train_module, '_loss', real_loss)
+    assert _train(tiny_dataset, run, '--epochs', '2', '--resume') == 0
+    assert trained_before + loaded == whole   # the rest of epoch 0, then epoch 1, as unbroken
+    state = torch.load(run / 'checkpoint.pt', weights_only=True)
+    assert (state['epoch'], state['iteration'], state['batches_done']) == (2, 10, 0)
+
+
+def test_checkpoints_are_written_mid_epoch_every_checkpoint_minutes(tiny_dataset, tmp_path,
+                                                                    monkeypatch):
+    saves, real_save = [], train_module._save_checkpoint
+
+    def recorded(path, *args):
+        saves.append((args[4], args[5], args[8]))   # epoch, iteration, batches done
+        return real_save(path, *args)
+
+    monkeypatch.setattr(train_module, '_save_checkpoint', recorded)
+    config = tmp_path / 'often.yaml'
+    config.write_text('checkpoint_minutes: 1.0e-9\n')     # after every step
+    assert _train(tiny_dataset, tmp_path / 'run', '--config', str(config), '--epochs', '1') == 0
+    assert saves == [(0, 1, 1), (0, 2, 2), (0, 3, 3), (0, 4, 4), (1, 5, 0)]
+    saves[:] = []
+    assert _train(tiny_dataset, tmp_path / 'default', '--epochs', '1') == 0
+    assert saves == [(1, 5, 0)]                     # 10 minutes: only the epoch's end here

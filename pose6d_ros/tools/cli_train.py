@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.tools.cli_args import fraction as _fraction
@@ -95,7 +96,17 @@ def _run_train(args):
                           **backbone_network_config(config.method, args.backbone)}
     if args.distill and config.method != 'keypoints':
         raise Pose6dError('pose6d distill trains the keypoints method only')
-    run = train(config, resume=args.resume, progress=not args.quiet, force=args.force)
+    # SIGTERM (a scheduler, a closing session, `kill`) stops training as Ctrl-C does: with a
+    # checkpoint of the iteration reached, so that --resume loses nothing.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run = train(config, resume=args.resume, progress=not args.quiet, force=args.force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if int(os.environ.get('RANK', 0)) == 0:  # under torchrun, once, not once per process
         print('\n'.join(run.summary_lines()))
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -2,7 +2,11 @@
 
 Config: dataclass defaults -> the method's paper defaults -> a YAML file -> command-line
 flags; the resolved config is written to RUN_DIR/config.yaml. Checkpoints hold the model,
-optimizer, scheduler, epoch and config (`--resume` continues from RUN_DIR/checkpoint.pt).
+optimizer, scheduler, epoch and config (`--resume` continues from RUN_DIR/checkpoint.pt). A
+checkpoint is also written every `checkpoint_minutes` and on Ctrl-C (or SIGTERM), mid-epoch: the
+epoch's image order depends on (seed, epoch) only, so a resumed run skips the batches already
+done and goes on with the rest of that epoch (a long CPU run stopped at a session's end loses
+minutes, not an epoch).
 Losses go to RUN_DIR/log.csv (and TensorBoard when installed); every `val_every` epochs the
 held-out split is scored with the core metrics. At the end a model bundle is written to
 RUN_DIR/bundle. Runs on one GPU, on the CPU, or on several GPUs under `torchrun` (DDP).
@@ -133,6 +137,7 @@ class TrainConfig:
     val_every: int = 1               # epochs between validations (0: only at the end)
     max_val_images: int = 200        # validation images scored each time
     log_every: int = 10              # iterations between log lines
+    checkpoint_minutes: float = 10.0  # mid-epoch checkpoints this often (0: at epoch ends only)
     teacher: str | None = None       # keypoints: a teacher bundle to distil from
     distillation: dict = field(default_factory=dict)  # alpha/beta weights (see hrpose_loss)
     half_precision_bundle: bool = False  # store the final weights as float16
@@ -329,8 +334,9 @@ def _train(config, out, resume, progress, rank, distributed, device):
                           crop=config.train_crop, background_crops=config.background_crops)
     sampler = (torch.utils.data.distributed.DistributedSampler(samples, seed=config.seed)
                if distributed else None)
+    order = EpochOrder(len(samples), config.seed) if sampler is None else None
     loader = torch.utils.data.DataLoader(
-        samples, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        samples, batch_size=config.batch_size, sampler=sampler or order,
         num_workers=config.workers, collate_fn=collate, drop_last=len(samples) > config.batch_size,
         pin_memory=device.startswith('cuda'), persistent_workers=False,
         worker_init_fn=_single_threaded_worker,
@@ -344,7 +350,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     use_amp = config.amp and device.startswith('cuda')
     scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
 
-    start_epoch, iteration, earlier_seconds = 0, 0, 0.0
+    start_epoch, iteration, earlier_seconds, batches_done = 0, 0, 0.0, 0
     if resume:
         state = load_checkpoint(checkpoint_path, device, '--resume')
         network.load_state_dict(state['model'])
@@ -353,6 +359,9 @@ def _train(config, out, resume, progress, rank, distributed, device):
         scaler.load_state_dict(state['scaler'])
         start_epoch, iteration = state['epoch'], state['iteration']
         earlier_seconds = float(state.get('seconds', 0.0))  # older checkpoints lack it
+        # Batches of start_epoch done before a mid-epoch checkpoint (under DDP the epoch is
+        # run again from its start: DistributedSampler cannot skip).
+        batches_done = int(state.get('batches_done', 0)) if order is not None else 0
 
     total = planned_iterations(config, len(loader))
     val_every = validation_interval(config, len(loader))
@@ -362,6 +371,15 @@ def _train(config, out, resume, progress, rank, distributed, device):
     last_metrics, recent_losses = {}, collections.deque(maxlen=FINAL_LOSS_ITERATIONS)
     epochs_run = start_epoch
     bar = _progress(total, iteration, enabled=progress and rank == 0)
+    saved_iteration, saved_at = iteration, time.time()
+    epoch, skip = start_epoch, batches_done
+
+    def save(epoch_to_save, batches):
+        nonlocal saved_iteration, saved_at
+        _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler, epoch_to_save,
+                         iteration, config, time.time() - started, batches)
+        saved_iteration, saved_at = iteration, time.time()
+
     try:
         for epoch in range(start_epoch, config.epochs):
             if iteration >= total:
@@ -369,8 +387,9 @@ def _train(config, out, resume, progress, rank, distributed, device):
             samples.set_epoch(epoch)
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            else:  # the shuffle of an epoch depends on (seed, epoch) only: a resumed run matches
-                loader.generator.manual_seed(config.seed * 100003 + epoch)
+            else:  # the order of an epoch depends on (seed, epoch) only: a resumed run matches
+                order.set_epoch(epoch, skip=skip * config.batch_size)
+            batches_done, skip = skip, 0
             stage = 1 if epoch < config.stage1_epochs else 2
             model.train()
             for images, targets in loader:
@@ -391,6 +410,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
                 scaler.step(optimizer)
                 scaler.update()
                 iteration += 1
+                batches_done += 1
                 recent_losses.append(loss.item())
                 bar.update(1)
                 if iteration % config.log_every == 0 or iteration == 1:
@@ -401,12 +421,15 @@ def _train(config, out, resume, progress, rank, distributed, device):
                     bar.set_postfix(loss=f'{loss.item():.4g}')
                 if iteration >= total:
                     break
+                if (rank == 0 and config.checkpoint_minutes
+                        and time.time() - saved_at >= 60.0 * config.checkpoint_minutes):
+                    save(epoch, batches_done)
             scheduler.step()
             epochs_run = epoch + 1
             finished = epoch + 1 == config.epochs or iteration >= total
+            batches_done = 0
             if rank == 0:
-                _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler,
-                                 epoch + 1, iteration, config, time.time() - started)
+                save(epoch + 1, 0)
                 if len(val_view) and (finished or (val_every and (epoch + 1) % val_every == 0)):
                     estimator = Estimator(network, method, objects, config.input_size,
                                           normalisation, device=device)
@@ -420,6 +443,14 @@ def _train(config, out, resume, progress, rank, distributed, device):
                               **{f'val_{k}': v for k, v in validation.items()})
             if finished:
                 break
+    except KeyboardInterrupt:
+        bar.close()
+        if rank == 0 and iteration > saved_iteration:
+            save(epoch, batches_done)
+        if rank == 0:
+            _say(f'interrupted at iteration {iteration}: {checkpoint_path} holds it; '
+                 f'--resume continues from there', rank)
+        raise
     finally:
         bar.close()  # before any message: an error line must not be glued to the bar
         log.close()
@@ -445,6 +476,28 @@ def _train(config, out, resume, progress, rank, distributed, device):
                        final_loss=(sum(recent_losses) / len(recent_losses)
                                    if recent_losses else None),
                        validation=last_metrics.get('validation', {}), log=out / LOG, plot=plot)
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """The training images in an order that depends on (seed, epoch) only, minus a skip.
+
+    A resumed run draws the same order for the interrupted epoch and starts after the images
+    already trained on, without loading them.
+    """
+
+    def __init__(self, size, seed):
+        self.size, self.seed = size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch, skip=0):
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator)[self.skip:].tolist())
+
+    def __len__(self):
+        return max(self.size - self.skip, 0)
 
 
 def validation_figures(summary):
@@ -649,11 +702,13 @@ def _setup_distributed():
 
 
 def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iteration, config,
-                     seconds):
+                     seconds, batches_done=0):
+    """epoch: the epoch to run next; batches_done: how many of its batches are done."""
     temporary = path.with_suffix('.tmp')
     torch.save({'model': network.state_dict(), 'optimizer': optimizer.state_dict(),
                 'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict(),
                 'epoch': epoch, 'iteration': iteration, 'seconds': seconds,
+                'batches_done': batches_done,
                 'config': _plain(asdict(config)),
                 'network': network.config_dict()}, temporary)
     os.replace(temporary, path)
