@@ -24,14 +24,14 @@ ARGUMENTS = (
      'YAML file with the node parameters (see config/pose6d.yaml)'),
     ('model', '', "model bundle folder; '' = the bundled demo model"),
     ('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'"),
-    ('onnx_model', '', "ONNX file of the model (pose6d export --format onnx-int8) run by "
+    ('onnx_model', '', 'ONNX file of the model (pose6d export --format onnx-int8) run by '
                        "onnxruntime on the CPU; '' = PyTorch"),
     ('image_transport', 'raw',
      "'raw' subscribes image_topic, 'compressed' subscribes <image_topic>/compressed"),
     ('omp_wait_policy', 'PASSIVE',
      "OMP_WAIT_POLICY of the node's process: PASSIVE (OpenMP threads sleep while they wait; "
      "best on a CPU shared with other nodes), ACTIVE or '' (OpenMP's default: fastest on an "
-     "otherwise idle CPU)"),
+     'otherwise idle CPU)'),
     ('namespace', 'pose6d', "namespace of the node and its output topics ('' for none)"),
     ('image_topic', '/camera/image_raw', 'the camera image (sensor_msgs/Image)'),
     ('camera_info_topic', '/camera/camera_info',

@@ -46,9 +46,9 @@ ARGUMENTS = (
      'the camera (a V4L2 device); with driver:=python also a camera index, a video file or an '
      'image folder'),
     ('image_size', '[640, 480]',
-     "capture width and height, a size the camera supports; python driver: other frames are "
+     'capture width and height, a size the camera supports; python driver: other frames are '
      "resized to it, [0, 0] keeps the source's size"),
-    ('fps', '0.0', "python driver: frames per second asked of the camera, or the pace of a "
+    ('fps', '0.0', 'python driver: frames per second asked of the camera, or the pace of a '
                    "file; 0 = the source's own rate"),
     ('loop', 'true', 'python driver: a video file or image folder starts again at its end'),
     ('camera_info_url', '',
@@ -76,12 +76,12 @@ ARGUMENTS = (
      'YAML file with the pose6d node parameters'),
     ('model', '', "model bundle folder; '' = the bundled demo model"),
     ('device', 'auto', "'auto' (CUDA when present), 'cpu' or 'cuda'"),
-    ('onnx_model', '', "ONNX file of the model (pose6d export --format onnx-int8) run by "
+    ('onnx_model', '', 'ONNX file of the model (pose6d export --format onnx-int8) run by '
                        "onnxruntime on the CPU; '' = PyTorch"),
     ('omp_wait_policy', 'PASSIVE',
      "OMP_WAIT_POLICY of the node's process: PASSIVE (OpenMP threads sleep while they wait; "
      "best on a CPU shared with other nodes), ACTIVE or '' (OpenMP's default: fastest on an "
-     "otherwise idle CPU)"),
+     'otherwise idle CPU)'),
     ('namespace', 'pose6d', 'namespace of the pose6d node and its outputs (config/pose6d.rviz '
                             'shows /pose6d/...)'),
     ('rviz', 'true', 'start RViz with config/pose6d.rviz (true/false)'),

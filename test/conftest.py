@@ -57,8 +57,10 @@ def _scene_config(root, extra=''):
 
 @pytest.fixture(scope='session')
 def tiny_negatives_dataset(tmp_path_factory):
-    """16 images as tiny_dataset's (another seed), about half of them negatives: no box, only
-    random shapes, no ground truth (scene.negative_share 0.5)."""
+    """16 images as tiny_dataset's (another seed), about half of them negatives.
+
+    The negatives: no box, only random shapes, no ground truth (scene.negative_share 0.5).
+    """
     from pose6d_ros.tools import cli
 
     root = tmp_path_factory.mktemp('tiny_negatives')

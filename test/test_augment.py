@@ -127,9 +127,9 @@ def test_photometric_is_reproducible_and_keeps_shape_and_dtype():
     ('contrast', (0.3, 0.3)),
 ])
 def test_each_colour_jitter_changes_the_image(field, value):
-    off = dict(hue=0.0, saturation=(1.0, 1.0), exposure=(1.0, 1.0), contrast=(1.0, 1.0),
-               blur_probability=0.0, motion_blur_probability=0.0, noise_probability=0.0,
-               jpeg_probability=0.0)
+    off = {'hue': 0.0, 'saturation': (1.0, 1.0), 'exposure': (1.0, 1.0),
+           'contrast': (1.0, 1.0), 'blur_probability': 0.0, 'motion_blur_probability': 0.0,
+           'noise_probability': 0.0, 'jpeg_probability': 0.0}
     image = _image()
     assert np.array_equal(Photometric(**off).apply(image, np.random.default_rng(0)), image)
     off[field] = value
@@ -139,9 +139,9 @@ def test_each_colour_jitter_changes_the_image(field, value):
 
 def test_blur_noise_and_jpeg_change_the_image():
     image = _image()
-    base = dict(hue=0.0, saturation=(1.0, 1.0), exposure=(1.0, 1.0), contrast=(1.0, 1.0),
-                blur_probability=0.0, motion_blur_probability=0.0, noise_probability=0.0,
-                jpeg_probability=0.0)
+    base = {'hue': 0.0, 'saturation': (1.0, 1.0), 'exposure': (1.0, 1.0),
+            'contrast': (1.0, 1.0), 'blur_probability': 0.0, 'motion_blur_probability': 0.0,
+            'noise_probability': 0.0, 'jpeg_probability': 0.0}
     noisy_input = image.copy()
     noisy_input[::2, ::2] = 255  # detail for the blurs and JPEG to remove
     for effect in ('blur_probability', 'motion_blur_probability', 'noise_probability',

@@ -346,8 +346,8 @@ def test_pose6d_bag_cli_with_a_tiny_trained_model(learned_bundle, tiny_dataset, 
     assert near_truth >= len(samples) // 2
 
 
-def test_bag_with_tracking_runs_the_network_on_some_frames_and_names_tracks(tmp_path, capsys,
-                                                                           monkeypatch):
+def test_bag_with_tracking_runs_the_network_on_some_frames_and_names_tracks(
+        tmp_path, capsys, monkeypatch):
     import pose6d_ros.ros.pipeline as pipeline
 
     estimator = FrameIndexEstimator()

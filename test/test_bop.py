@@ -312,8 +312,11 @@ def test_resume_after_interruption(tmp_path):
 
 
 def test_an_image_without_annotations_is_written_kept_and_resumed(tmp_path):
-    """A negative image (none of the objects): an empty scene_gt list, no mask, read back with
-    no annotations (and not dropped by the object filters), kept by a resumed writer."""
+    """A negative image (none of the objects) is written, read back and resumed.
+
+    An empty scene_gt list, no mask, read back with no annotations (and not dropped by the
+    object filters), kept by a resumed writer.
+    """
     rng = np.random.default_rng(3)
     with BopWriter(tmp_path, objects=_object_set()) as writer:
         _add(writer, rng, 0)
@@ -501,7 +504,7 @@ def test_zero_focal_length(tmp_path):
 def test_unknown_object_id(tmp_path):
     scene = _write_lmo(tmp_path)
     _edit_json(scene / 'scene_gt.json', lambda data: data['7'][0].update(obj_id=3))
-    with pytest.raises(DatasetError, match=r"unknown object id 3 in .*scene_gt.json, image 7; "
+    with pytest.raises(DatasetError, match=r'unknown object id 3 in .*scene_gt.json, image 7; '
                                            r"the dataset's models_info.json has ids 1, 10$"):
         BopDataset(tmp_path)
     (tmp_path / 'models' / 'models_info.json').unlink()  # no object set: any id is accepted

@@ -156,8 +156,8 @@ def test_calibrate_recovers_the_intrinsics_within_one_percent(views, tmp_path, c
     assert '--force' in capsys.readouterr().err
 
 
-def test_calibrate_from_a_video_keeps_the_views_where_the_board_is_still(views, tmp_path,
-                                                                        capsys):
+def test_calibrate_from_a_video_keeps_the_views_where_the_board_is_still(
+        views, tmp_path, capsys):
     path = tmp_path / 'board.avi'
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, SIZE)
     assert writer.isOpened(), 'this OpenCV cannot write MJPG AVI files'

@@ -177,8 +177,8 @@ def test_camera_info_urls_as_camera_info_manager_reads_them(tmp_path):
 # --- the camera node's messages -----------------------------------------------------------
 
 
-def test_each_frame_becomes_an_image_and_a_camera_info_with_one_header(types, tmp_path,
-                                                                        folder):
+def test_each_frame_becomes_an_image_and_a_camera_info_with_one_header(
+        types, tmp_path, folder):
     path, camera = calibration_file(tmp_path)
     stamps = iter([1_000_000_123, 2_000_000_456, 3_000_000_789])
     settings = CameraSettings(source=str(folder), camera_info_url=f'file://{path}',

@@ -208,8 +208,8 @@ def test_tracked_instances_are_named_by_track_id_everywhere(types):
     untracked = object_pose('box', 1)
     poses = [tracked, also, untracked]
     assert conversions.instance_names(poses) == ['mug_7', 'mug_3', 'box_0']
-    frames = [t.child_frame_id for t in conversions.transforms(types, poses, header(types),
-                                                                'cam1/')]
+    transforms = conversions.transforms(types, poses, header(types), 'cam1/')
+    frames = [t.child_frame_id for t in transforms]
     assert frames == ['cam1/mug_7', 'cam1/mug_3', 'cam1/box_0']
     detections = round_trip(types, conversions.detection3d_array(types, poses,
                                                                  header(types))).detections
@@ -259,12 +259,12 @@ def test_camera_from_info(types):
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(k=[0.0] * 9), 'camera_info: camera K is all zeros'),
-    (dict(k=(np.nan, 0, 320, 0, 500, 240, 0, 0, 1)), 'K contains NaN'),
-    (dict(d=(np.nan, 0, 0, 0, 0)), 'D contains NaN'),
-    (dict(p=[np.nan] * 12), 'P contains NaN'),
-    (dict(width=0), 'width and height must be positive'),
-    (dict(model='equidistant', d=(0.1, 0.0, 0.0, 0.0)), "'equidistant' is not supported"),
+    ({'k': [0.0] * 9}, 'camera_info: camera K is all zeros'),
+    ({'k': (np.nan, 0, 320, 0, 500, 240, 0, 0, 1)}, 'K contains NaN'),
+    ({'d': (np.nan, 0, 0, 0, 0)}, 'D contains NaN'),
+    ({'p': [np.nan] * 12}, 'P contains NaN'),
+    ({'width': 0}, 'width and height must be positive'),
+    ({'model': 'equidistant', 'd': (0.1, 0.0, 0.0, 0.0)}, "'equidistant' is not supported"),
 ])
 def test_camera_from_info_bad_values(types, kwargs, message):
     with pytest.raises(CameraError, match=message):

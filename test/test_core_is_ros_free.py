@@ -30,7 +30,7 @@ def test_no_ros_import_anywhere_in_the_core_source():
     assert not offenders, f'ROS imports in pose6d_ros/core: {offenders}'
 
 
-BLOCKER = '''
+BLOCKER = """
 import importlib.abc, pkgutil, sys
 
 BLOCKED = {blocked!r}
@@ -49,7 +49,7 @@ for module in pkgutil.walk_packages(pose6d_ros.core.__path__, 'pose6d_ros.core.'
 leaked = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED or m.endswith('_msgs'))
 assert not leaked, leaked
 print('imported', len([m for m in sys.modules if m.startswith('pose6d_ros.core')]), 'modules')
-'''
+"""
 
 
 def test_every_core_module_imports_with_ros_made_unimportable():

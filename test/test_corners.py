@@ -64,8 +64,8 @@ def one_thread():
 
 
 def tiny_config(**kwargs):
-    values = dict(depth=18, backbone_width=8, fpn_channels=16, num_classes=2,
-                  input_size=(64, 64))
+    values = {'depth': 18, 'backbone_width': 8, 'fpn_channels': 16, 'num_classes': 2,
+              'input_size': (64, 64)}
     values.update(kwargs)
     return CornersConfig(**values)
 
@@ -181,7 +181,7 @@ def test_ninth_keypoint_is_missing_unless_asked_for():
 
 
 def test_direct_corners_are_relative_to_the_anchor_and_indirect_to_the_box():
-    kwargs = dict(input_size=(128, 128))
+    kwargs = {'input_size': (128, 128)}
     targets = targets_of([(0, (28.0, 28.0, 67.0, 67.0))])  # centred on P6 anchors
     anchors = make_anchors(tiny_config(**kwargs), 128, 128)
     gt = clean_targets(targets['boxes'], targets['corners'], targets['labels'], 2)
@@ -500,8 +500,10 @@ def test_works_through_the_training_method_interface():
 
 
 def test_an_estimator_named_by_method_decodes_with_its_networks_configuration():
-    """Estimator(network, 'corners', ...) must decode with the network's anchors and codec,
-    not the defaults (which would decode boxes against the wrong anchor variances)."""
+    """Estimator(network, 'corners', ...) decodes with the network's anchors and codec.
+
+    Not the defaults, which would decode boxes against the wrong anchor variances.
+    """
     from pose6d_ros.core.geometry.objects import ObjectModel, ObjectSet
     from pose6d_ros.core.inference.estimator import Estimator, EstimatorConfig
 

@@ -105,4 +105,3 @@ def test_torch_threads_holds_inside_the_block_and_restores_after():
     assert torch.get_num_threads() == before   # restored on the way out of an error too
     with torch_threads(None):                  # None: left as it is
         assert torch.get_num_threads() == before
-

@@ -21,8 +21,11 @@ def _exact(obj, annotation, camera, score, reprojection_error):
 
 
 class ExactButFilteredEstimator:
-    """The true pose of every instance, with a low score on even images and a poor PnP fit
-    (20 px) on odd ones: the papers' protocol scores them all, the filters drop them all."""
+    """The true pose of every instance, with a low score or a poor PnP fit.
+
+    A low score on even images and a poor PnP fit (20 px) on odd ones: the papers' protocol
+    scores them all, the filters drop them all.
+    """
 
     def __init__(self, dataset):
         self.objects = dataset.object_set
@@ -136,8 +139,10 @@ def test_eval_negatives_command_on_a_tiny_model(tiny_bundle, tmp_path, capsys):
 
 def test_the_eval_command_runs_the_bundle_under_the_papers_protocol(tiny_bundle, tiny_dataset,
                                                                     tmp_path, monkeypatch):
-    """`pose6d eval` builds its estimator with no score or reprojection filter, and reports
-    the filtered figure beside."""
+    """`pose6d eval` builds its estimator with no score or reprojection filter.
+
+    It reports the filtered figure beside.
+    """
     from pose6d_ros.core.inference.estimator import Estimator
     from pose6d_ros.tools import report
 

@@ -291,8 +291,11 @@ def test_eval_numbers_agree_with_the_core_metrics(dataset, tmp_path):
 
 
 def test_eval_iou_scores_the_pose_not_the_reported_box(dataset):
-    """Zhang et al.'s 2D IoU compares the masks rendered with both poses: an exact pose scores
-    1 whatever box its method reports, and a pose off by its own width scores about 0."""
+    """Zhang et al.'s 2D IoU compares the masks rendered with both poses.
+
+    An exact pose scores 1 whatever box its method reports, and a pose off by its own width
+    scores about 0.
+    """
     sample = dataset[0]
     annotation = sample.annotations[0]
     obj = dataset.object_set.by_id(annotation.object_id)

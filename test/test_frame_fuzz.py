@@ -99,8 +99,8 @@ def raw_image_fields(draw, width, height, defects):
     pattern = draw(st.binary(min_size=1, max_size=64))
     data = (pattern * (size // len(pattern) + 1))[:size]
     bigendian = draw(st.integers(0, 255)) if 'bigendian' in defects else draw(st.integers(0, 1))
-    return dict(width=width, height=height, encoding=encoding, step=step, data=data,
-                is_bigendian=bigendian)
+    return {'width': width, 'height': height, 'encoding': encoding, 'step': step,
+            'data': data, 'is_bigendian': bigendian}
 
 
 @st.composite

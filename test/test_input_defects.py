@@ -122,8 +122,8 @@ def test_an_eval_output_folder_is_readable_by_other_users(tmp_path, umask_022):
     write_eval_folder(out, {'markdown': 'no images', 'negative_rows': [('a.png', 0.1, None)]},
                       None, None)
     assert _mode(out) == 0o755
-    assert sorted(p.name for p in out.iterdir()) == ['metrics.json', 'metrics.md',
-                                                    'negatives.csv']
+    assert sorted(p.name for p in out.iterdir()) == [
+        'metrics.json', 'metrics.md', 'negatives.csv']
 
 
 def test_make_temp_dir_follows_the_umask(tmp_path):

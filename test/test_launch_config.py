@@ -392,8 +392,11 @@ def test_setup_installs_the_launch_and_config_files():
 
 @pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
 def test_the_node_process_gets_the_openmp_wait_policy_of_the_launch_argument(name):
-    """OpenMP reads OMP_WAIT_POLICY once, when torch loads: it must be in the process's
-    environment from the start, so the launch file sets it, not the node."""
+    """The launch file, not the node, sets OMP_WAIT_POLICY.
+
+    OpenMP reads it once, when torch loads: it must be in the process's environment from the
+    start.
+    """
     found = []
     for node in ast.walk(_launch_tree(name)):
         if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'Node':

@@ -172,8 +172,10 @@ def test_no_modules_import_each_other_in_a_loop():
 
 
 def _block_above(lines, node):
-    """The import statement with the imports, comments and `try:` right above it (one
-    reason may cover a group of imports)."""
+    """The import statement with the imports, comments and `try:` right above it.
+
+    One reason may cover a group of imports.
+    """
     start = node.lineno - 1
     while start > 0:
         above = lines[start - 1].strip()
@@ -185,8 +187,10 @@ def _block_above(lines, node):
 
 
 def test_imports_sit_at_the_top_unless_deferred_for_a_stated_reason():
-    """A function may import what it alone needs (a heavy or optional package, or a command's
-    modules so that `pose6d --help` starts fast), with a comment saying so beside it."""
+    """A function may import what it alone needs, with a comment saying so beside it.
+
+    A heavy or optional package, or a command's modules so that `pose6d --help` starts fast.
+    """
     for module, path in MODULES.items():
         lines = path.read_text().split('\n')
         for node in import_nodes(path, in_functions=True):

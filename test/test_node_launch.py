@@ -24,7 +24,7 @@ pytest.importorskip('launch_testing', reason='ROS 2 (launch_testing) is not inst
                                              'sourced; the launch file is tested where it is')
 pytest.importorskip('rclpy', reason='ROS 2 (rclpy) is not installed or not sourced')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
 from geometry_msgs.msg import PoseArray  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402

@@ -275,7 +275,7 @@ def test_unsupported_mesh_suffix(tmp_path):
 @pytest.mark.parametrize('entry, match', [
     (plain_entry('box', 1, colour='red'),
      r'objects\[0\] has unknown key\(s\) colour; expected diameter, id, keypoints, mesh'),
-    (plain_entry('box', 1, scale='mm'), r"objects\[0\]\.scale must be a positive number; "
+    (plain_entry('box', 1, scale='mm'), r'objects\[0\]\.scale must be a positive number; '
                                         r"got 'mm'"),
     (plain_entry('box', 1, scale=0), r'scale must be a positive number; got 0'),
     (plain_entry('box', 1, scale=True), r'scale must be a positive number; got True'),
@@ -291,7 +291,7 @@ def test_unsupported_mesh_suffix(tmp_path):
     (plain_entry('box', 1, symmetries_discrete=[np.diag([1.0, 1, -1, 1]).ravel().tolist()]),
      r'symmetries_discrete\[0\] is not a rigid transform \(expected a rotation with det \+1'),
     (plain_entry('box', 1, symmetries_discrete=[[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 2]]),
-     r"symmetries_discrete\[0\] is not a rigid transform .*last row \[0, 0, 0, 1\]\)"),
+     r'symmetries_discrete\[0\] is not a rigid transform .*last row \[0, 0, 0, 1\]\)'),
     (plain_entry('box', 1, symmetries_discrete=[[1, 0, 0]]),
      r'symmetries_discrete\[0\] must have 16 numbers; got 3'),
     (plain_entry('box', 1, symmetries_continuous=[{'axis': [0, 0, 0]}]),

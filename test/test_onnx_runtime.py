@@ -153,8 +153,11 @@ def test_int8_batch_runs_one_image_at_a_time_with_the_same_results(bundle, int8_
 
 def test_onnx_threads_sleep_between_runs_and_torch_stages_use_one(bundle, int8_file, dataset,
                                                                   monkeypatch):
-    """Two pools of spinning threads on the same cores made the stages around the network
-    20-50x slower: onnxruntime's threads must sleep when idle, torch's stages run on one."""
+    """The onnxruntime threads sleep when idle, and torch's stages run on one thread.
+
+    Two pools of spinning threads on the same cores made the stages around the network
+    20-50x slower.
+    """
     from pose6d_ros.core.cpus import inference_threads
 
     previous = torch.get_num_threads()
@@ -242,7 +245,7 @@ def test_onnx_files_that_do_not_fit_are_refused(bundle, fp32_file, tmp_path, dat
     (other / 'card.yaml').write_text(card)
     (other / 'model.onnx').unlink()
     assert cli.main(['export', '--model', str(other), '--format', 'onnx']) == 0
-    with pytest.raises(Pose6dError, match=r"not an export of this bundle: its input_size is "
+    with pytest.raises(Pose6dError, match=r'not an export of this bundle: its input_size is '
                                           r"\[64, 48\] but the bundle's card has \[96, 72\]"):
         load(other / 'model.onnx')
     # a plain ONNX file without our metadata

@@ -104,16 +104,16 @@ def test_good_frame(types, estimator):
 
 
 BAD_FRAMES = {
-    'wrong size': (dict(), dict(width=80, height=60),
+    'wrong size': ({}, {'width': 80, 'height': 60},
                    'image is 64x48 but camera_info is for 80x60', 'size'),
-    'zero K': (dict(), dict(k=[0.0] * 9), 'camera K is all zeros', 'camera_info'),
-    'NaN in K': (dict(), dict(k=[np.nan, 0, 32, 0, 60, 24, 0, 0, 1]),
+    'zero K': ({}, {'k': [0.0] * 9}, 'camera K is all zeros', 'camera_info'),
+    'NaN in K': ({}, {'k': [np.nan, 0, 32, 0, 60, 24, 0, 0, 1]},
                  'K contains NaN', 'camera_info'),
-    'NaN in D': (dict(), dict(d=(0.1, np.nan, 0, 0, 0)), 'D contains NaN', 'camera_info'),
-    'unknown encoding': (dict(encoding='bayer_rggb8'), dict(),
+    'NaN in D': ({}, {'d': (0.1, np.nan, 0, 0, 0)}, 'D contains NaN', 'camera_info'),
+    'unknown encoding': ({'encoding': 'bayer_rggb8'}, {},
                          "unsupported image encoding 'bayer_rggb8'", 'encoding'),
-    'truncated data': (dict(data=bytes(100)), dict(), 'needs 9216 bytes; got 100', 'truncated'),
-    'empty image': (dict(width=0, height=0, data=b''), dict(), 'empty image: 0x0', 'empty'),
+    'truncated data': ({'data': bytes(100)}, {}, 'needs 9216 bytes; got 100', 'truncated'),
+    'empty image': ({'width': 0, 'height': 0, 'data': b''}, {}, 'empty image: 0x0', 'empty'),
 }
 
 

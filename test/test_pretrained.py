@@ -152,11 +152,9 @@ def test_the_official_hrnet_w18_layout_has_the_known_names():
     assert names['stage4.2.fuse_layers.3.0.2.0.weight'] == (144, 18, 3, 3)
 
 
-@pytest.mark.parametrize('config', [hrnet_tiny(), HRNetConfig(stem_width=16, stage1_width=8,
-                                                               stage1_blocks=2,
-                                                               widths=(4, 8, 12, 16),
-                                                               modules=(1, 2, 2),
-                                                               blocks=(2, 1, 1))])
+@pytest.mark.parametrize('config', [
+    hrnet_tiny(), HRNetConfig(stem_width=16, stage1_width=8, stage1_blocks=2,
+                              widths=(4, 8, 12, 16), modules=(1, 2, 2), blocks=(2, 1, 1))])
 def test_an_official_hrnet_imagenet_file_fills_the_keypoints_backbone(config, tmp_path):
     generator = torch.Generator().manual_seed(3)
     official = {name: (torch.randn(shape, generator=generator) if shape else
@@ -291,9 +289,11 @@ def test_a_safetensors_file_from_a_model_hub_loads_too(tmp_path):
 
 def test_training_from_a_pretrained_file_freezes_the_corners_stem_and_first_stage(
         tiny_dataset, tmp_path, capsys):
-    """`pose6d train --backbone resnet18 --pretrained FILE`: a torchvision file fills the
-    ResNet-18-h, the stem and layer1 keep its values (Zhang et al. freeze them), the rest
-    trains."""
+    """`pose6d train --backbone resnet18 --pretrained FILE` fills the ResNet-18-h.
+
+    From a torchvision file: the stem and layer1 keep its values (Zhang et al. freeze them),
+    the rest trains.
+    """
     import yaml
 
     from pose6d_ros.core.inference.bundle import load_bundle

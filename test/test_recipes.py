@@ -27,7 +27,7 @@ from pose6d_ros.core.training.train import warmup_factor
 from pose6d_ros.tools import cli
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_corners import targets_of  # noqa: E402
+from test_corners import targets_of  # noqa: E402, I100
 from test_keypoint_codec import MUG, project  # noqa: E402
 
 

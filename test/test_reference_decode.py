@@ -50,8 +50,8 @@ def test_keypoint_reference_decoder_matches_the_tensor_decoder():
 
 def test_corner_reference_decoder_matches_the_tensor_decoder():
     torch.manual_seed(0)
-    method = get_method('corners', 2, network=dict(depth=18, backbone_width=8, fpn_channels=16,
-                                                   input_size=[64, 64]))
+    network = {'depth': 18, 'backbone_width': 8, 'fpn_channels': 16, 'input_size': [64, 64]}
+    method = get_method('corners', 2, network=network)
     network = method.build_network().eval()
     with torch.no_grad():
         outputs = network(torch.randn(2, 3, 64, 64))

@@ -275,8 +275,10 @@ def test_negative_scenes_hold_no_object_and_come_in_the_configured_share(objects
 
 
 def test_without_negatives_the_scenes_and_settings_are_those_of_earlier_versions(objects):
-    """negative_share 0 draws nothing more from the generator and records no new setting, so
-    a dataset made before negatives existed is made (and continued) identically."""
+    """A negative_share of 0 draws nothing more from the generator and records no setting.
+
+    So a dataset made before negatives existed is made (and continued) identically.
+    """
     plain = sample_scene(np.random.default_rng(5), objects, CAMERA, SceneConfig())
     rng = np.random.default_rng(5)
     again = sample_scene(rng, objects, CAMERA, SceneConfig(negative_share=0.0))

@@ -158,8 +158,8 @@ def test_a_bad_card_threshold_or_calibration_is_refused(calibrated_copy):
                                                       'raw_scores': [0.0, 1.0],
                                                       'precision': [0.9, 0.1]}})
     assert load_bundle(calibrated_copy).min_score == 0.2     # unchanged by the refusals
-    card = (calibrated_copy / 'card.yaml').read_text().replace('min_score: 0.2',
-                                                                'min_score: high')
+    card = (calibrated_copy / 'card.yaml').read_text()
+    card = card.replace('min_score: 0.2', 'min_score: high')
     (calibrated_copy / 'card.yaml').write_text(card)
     with pytest.raises(BundleError, match="min_score must be a number in .*'high'"):
         load_bundle(calibrated_copy)
@@ -170,8 +170,10 @@ def test_a_bad_card_threshold_or_calibration_is_refused(calibrated_copy):
 
 def test_calibrate_scores_writes_the_map_and_the_default_threshold(
         learned_bundle, tiny_dataset, tiny_negatives_dataset, tmp_path, capsys):
-    """The tiny model knows its training images only: they are the positives here, and the
-    negative images of another set (a BOP split as --negatives) the negatives."""
+    """The tiny model knows its training images only: they are the positives here.
+
+    The negative images of another set (a BOP split as --negatives) are the negatives.
+    """
     bundle = tmp_path / 'bundle'
     shutil.copytree(learned_bundle[0], bundle)
     before = yaml.safe_load((bundle / 'card.yaml').read_text())

@@ -149,8 +149,11 @@ def test_output_does_not_depend_on_the_number_of_workers(runs):
 
 
 def test_negative_images_carry_no_ground_truth_and_are_read_back_as_such(inputs, tmp_path):
-    """scene.negative_share: images without any object; scene_gt lists nothing for them, no
-    mask is written, and the reader keeps them as images without annotations."""
+    """The scene.negative_share setting makes images without any object.
+
+    scene_gt lists nothing for them, no mask is written, and the reader keeps them as images
+    without annotations.
+    """
     config = {'scene': {**CONFIG['scene'], 'negative_share': 0.5, 'negative_shapes': [1, 3]}}
     (tmp_path / 'negatives.yaml').write_text(yaml.safe_dump(config))
     out = tmp_path / 'dataset'
@@ -376,7 +379,7 @@ def _bad_case(case, inputs, tmp_path):
         config = tmp_path / 'config.yaml'
         config.write_text('scene:\n  occluders: [0, 1\n  distractors: [0, 1]\n')
         args[args.index('--config') + 1] = str(config)
-        return args, (f'cannot read config file {config}: line 3, column 14: expected \',\' or '
+        return args, (f"cannot read config file {config}: line 3, column 14: expected ',' or "
                       "']', but got ':' (while parsing a flow sequence started at line 2, "
                       'column 14)')
     if case == 'bad lighting':

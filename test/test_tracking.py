@@ -37,7 +37,7 @@ HALF_TURNS = tuple(np.block([[Rotation.from_rotvec(np.pi * axis).as_matrix(), np
 
 
 def objects():
-    """mug (no symmetry), can (any turn about z), brick (half turns about x, y and z)."""
+    """Objects: mug (no symmetry), can (any turn about z), brick (half turns about x, y, z)."""
     half = np.array([0.03, 0.025, 0.04])
     mug = ObjectModel('mug', 1, box_keypoints(-half, half), 0.1)
     can = ObjectModel('can', 2, box_keypoints(-half, half), 0.1,

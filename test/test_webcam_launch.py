@@ -28,7 +28,7 @@ pytest.importorskip('launch_testing', reason='ROS 2 (launch_testing) is not inst
 pytest.importorskip('rclpy', reason='ROS 2 (rclpy) is not installed or not sourced')
 pytest.importorskip('tf2_ros', reason='ROS 2 (tf2_ros_py) is not installed or not sourced')
 
-import cv2  # noqa: E402
+import cv2  # noqa: E402, I100
 from geometry_msgs.msg import PoseArray  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402

@@ -47,8 +47,8 @@ def _yaml_problem(exc, text):
         if exc.context:
             started = exc.context_mark
             where = ''
-            if started is not None and (started.line, started.column) != (mark.line,
-                                                                           mark.column):
+            if started is not None and ((started.line, started.column)
+                                        != (mark.line, mark.column)):
                 where = f' started at line {started.line + 1}, column {started.column + 1}'
             message += f' ({exc.context}{where})'
         return message

@@ -66,7 +66,7 @@ class BagSummary:
     def skipped(self):
         return self.frames - self.processed
 
-    def format(self):
+    def format(self):  # noqa: A003
         """A few human-readable lines."""
         lines = [f'{self.frames} frames, {self.processed} processed, {self.skipped} skipped, '
                  f'{self.instances} object instances -> {self.out_bag} ({self.storage})']
@@ -217,7 +217,7 @@ def _add_connections(writer, reader, types, ns, debug_image, summary):
     ours = output_topics(ns)
     if not debug_image:
         del ours['debug_image']
-    our_topics = {topic: msgtype for topic, msgtype in ours.values()}
+    our_topics = dict(ours.values())
     copies, by_topic = {}, {}
     for conn in reader.connections:
         key = (conn.topic, conn.msgtype)

@@ -120,8 +120,8 @@ class CameraStream:
         self.frames = 0
         self._guesses = {}
 
-    def next(self):
-        """The next (Image, CameraInfo), or None at the end of a file played once."""
+    def next(self):  # noqa: A003
+        """The following frame as (Image, CameraInfo), or None at the end of a file played once."""
         if self.pacer is not None:
             self.pacer.wait()
         frame = self.source.read()

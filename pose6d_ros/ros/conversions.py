@@ -395,7 +395,7 @@ def marker_array(types, objects, header, lifetime_s=0.5, ns='pose6d', mesh_resou
         r, g, b = PALETTE[int(obj.class_id) % len(PALETTE)]
         color = types.new('std_msgs/msg/ColorRGBA', r=r, g=g, b=b, a=1.0)
         pose = object_pose_msg(types, obj)
-        common = dict(ns=ns, action=constant(Marker, 'ADD'), lifetime=lifetime)
+        common = {'ns': ns, 'action': constant(Marker, 'ADD'), 'lifetime': lifetime}
         markers.append(types.new(
             Marker, header=copy_header(types, header), id=3 * i,
             type=constant(Marker, 'LINE_LIST'), pose=pose,

@@ -67,7 +67,7 @@ def declare_parameters(node, table):
 
 
 def refused_change(parameters, table):
-    """SetParametersResult refusing the first bad change of `parameters`, or None if none is.
+    """A SetParametersResult refusing the first bad change of `parameters`, or None if none is.
 
     A read-only parameter is refused with how to set it at start-up; a bad value with the
     reason. Parameters outside the table (use_sim_time, ...) are left to ROS.

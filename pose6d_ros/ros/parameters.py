@@ -28,7 +28,7 @@ class ParameterSpec:
     default: bool | int | float | str
     description: str
     read_only: bool = False            # set at startup only (launch file, params file)
-    range: tuple | None = None         # inclusive (low, high) of a number
+    range: tuple | None = None  # noqa: A003 # inclusive (low, high) of a number
     sentinel: float | None = None      # a value outside `range` allowed too, with a meaning
     choices: tuple | None = None       # the allowed strings
     frame_id: bool = False             # '' or a valid tf2 frame id
@@ -36,7 +36,7 @@ class ParameterSpec:
     required: bool = False             # a string that must not be empty
 
     @property
-    def type(self):
+    def type(self):  # noqa: A003
         return type(self.default)
 
     @property
@@ -89,7 +89,7 @@ PARAMETERS = dict([
     _spec('sync_queue_size', 5, 'messages per topic the approximate time synchronizer keeps',
           read_only=True, range=(1, 100)),
     _spec('min_score', -1.0, "keep instances whose score is at least this; -1.0 = the model's "
-          'default: its card\'s min_score (pose6d calibrate-scores), 0.5 when it has none',
+          "default: its card's min_score (pose6d calibrate-scores), 0.5 when it has none",
           range=(0.0, 1.0), sentinel=-1.0, pipeline_field='min_score'),
     _spec('max_reprojection_error', 0.0, 'keep instances whose mean PnP reprojection error (px) '
           'is at most this; 0 disables the check', range=(0.0, 1000.0),
@@ -173,7 +173,7 @@ CAMERA_PARAMETERS = dict([
           'resized to it; 0 = as the source gives (set width and height together)',
           read_only=True, range=(0, 16384)),
     _spec('height', 0, 'image height (pixels), as width', read_only=True, range=(0, 16384)),
-    _spec('fps', 0.0, "frames per second asked of a camera, or the pace of a video or folder; "
+    _spec('fps', 0.0, 'frames per second asked of a camera, or the pace of a video or folder; '
           "0 = the camera's or the video's own rate (a folder: 10)", read_only=True,
           range=(0.0, 1000.0)),
     _spec('loop', True, 'a video or image folder starts again at its end; false: played once, '
@@ -186,7 +186,7 @@ STATIC_TRANSFORM_PARAMETERS = dict([
           required=True),
     _spec('child_frame', 'camera_optical_frame', 'the child frame', read_only=True,
           frame_id=True, required=True),
-    *(_spec(axis, 0.0, f'position of the child frame along the parent\'s {axis} (m)',
+    *(_spec(axis, 0.0, f"position of the child frame along the parent's {axis} (m)",
             read_only=True, range=(-1e4, 1e4)) for axis in 'xyz'),
     *(_spec(angle, 0.0, f'{angle} (rad) of the child frame in the parent: roll about x, then '
             'pitch about y, then yaw about z, fixed axes (URDF rpy)', read_only=True,

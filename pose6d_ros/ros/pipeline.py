@@ -72,7 +72,7 @@ class PipelineConfig:
         if not (isinstance(self.min_score, (int, float)) and (
                 0.0 <= self.min_score <= 1.0 or self.min_score == MODEL_MIN_SCORE)):
             raise Pose6dError(f'min_score must be a number in [0, 1], or {MODEL_MIN_SCORE:g} '
-                              f'for the model\'s default; got {self.min_score!r}')
+                              f"for the model's default; got {self.min_score!r}")
         error = self.max_reprojection_error
         if not (isinstance(error, (int, float)) and error >= 0.0 and not math.isnan(error)):
             raise Pose6dError('max_reprojection_error must be >= 0 pixels (0 disables the '
@@ -291,7 +291,7 @@ class FramePipeline:
             return f'min_score {self.min_score:g}'
         if getattr(self.estimator, 'card_min_score', None) is not None:
             calibrated = getattr(self.estimator, 'calibration', None) is not None
-            return (f'min_score {self.min_score:g}: the model card\'s default'
+            return (f"min_score {self.min_score:g}: the model card's default"
                     + (' (scores calibrated to precision)' if calibrated else ''))
         return f'min_score {self.min_score:g} (the model card sets none)'
 
@@ -368,7 +368,7 @@ class FramePipeline:
         if self._tracker is None:
             objects = getattr(self.estimator, 'objects', None)
             if objects is None:
-                raise FrameError('tracking needs the estimator\'s object set (objects); this '
+                raise FrameError("tracking needs the estimator's object set (objects); this "
                                  'estimator has none', 'estimator')
             self._tracker = Tracker(objects, wanted)
         elif self._tracker.config != wanted:

@@ -32,7 +32,7 @@ class StaticTransformNode(Node):
             or SetParametersResult(successful=True))
         value = {name: self.get_parameter(name).value for name in STATIC_TRANSFORM_PARAMETERS}
         if value['parent_frame'] == value['child_frame']:
-            raise Pose6dError(f"parameters parent_frame and child_frame are both "
+            raise Pose6dError(f'parameters parent_frame and child_frame are both '
                               f"{value['parent_frame']!r}; expected two different frames")
         types = conversions.RclpyTypes()
         header = conversions.make_header(types, self.get_clock().now().nanoseconds,

@@ -281,8 +281,7 @@ def format_bench(report):
 
 
 def parameter_counts(classes=(1, 8), flops=False, fps=False, seconds=3.0, log=None):
-    """Parameters (and GFLOPs, and CPU fps) of both networks on each backbone, beside the
-    papers' figures.
+    """Parameters (and GFLOPs, and CPU fps) of both networks on each backbone, with the papers'.
 
     HRPose at its 640x480 input, the corners network at Zhang et al.'s 448x448. fps: time
     each network's forward pass (BatchNorm folded, as the estimator runs it) for the largest
@@ -314,18 +313,19 @@ CORNERS_BACKBONES = (('resnet18_h', {'depth': 18}), ('resnet50_h', {'depth': 50}
 
 def papers_networks(classes):
     """(name, network, (width, height)) of each network and backbone at its paper's input."""
+    backbones = (('teacher', TEACHER_BACKBONE), ('student', STUDENT_BACKBONE),
+                 ('lite0', 'efficientnet_lite0'))
     networks = [(f'keypoints_{role}', HRPose(HRPoseConfig(backbone=name, num_classes=classes)),
-                 (640, 480)) for role, name in (('teacher', TEACHER_BACKBONE),
-                                                 ('student', STUDENT_BACKBONE),
-                                                 ('lite0', 'efficientnet_lite0'))]
+                 (640, 480)) for role, name in backbones]
     return networks + [(f'corners_{name}',
                         CornersNet(CornersConfig(num_classes=classes, **network)), (448, 448))
                        for name, network in CORNERS_BACKBONES]
 
 
 def network_fps(classes, seconds=3.0, log=print, networks=None):
-    """{network: {input, ms, fps, passes}}: each network's forward pass on the CPU (untrained
-    weights: the time does not depend on them), BatchNorm folded, one image.
+    """{network: {input, ms, fps, passes}}: each network's forward pass on the CPU.
+
+    Untrained weights (the time does not depend on them), BatchNorm folded, one image.
 
     networks: (name, module, (width, height)) triples; default `papers_networks(classes)`.
     """

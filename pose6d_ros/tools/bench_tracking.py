@@ -123,7 +123,7 @@ def checker_box_mesh(extents=SYMMETRIC_EXTENTS, cell=CHECKER_CELL):
 
 
 def bench_objects(demo_box, folder):
-    """ObjectSet [the demo box, the checker box] (the checker box's mesh written to `folder`)."""
+    """The ObjectSet [demo box, checker box] (the checker box's mesh written to `folder`)."""
     path = Path(folder) / f'{SYMMETRIC}.ply'
     checker_box_mesh().export(path)
     checker = ObjectModel.from_mesh(SYMMETRIC, 2, path,

@@ -96,10 +96,10 @@ def calibrate_scores(model, data, negatives=None, split=None, camera=None,
     right = [e[verdict] for e in evaluator.estimates] + [False] * len(folder_scores)
     negative_images_count = len(evaluator.negative_scores) + len(rows)
     if not evaluator.records:
-        raise Pose6dError(f'no instance of the model\'s objects in {dataset.split_dir}: '
+        raise Pose6dError(f"no instance of the model's objects in {dataset.split_dir}: "
                           'calibration needs images with them (and images without them)')
     if not negative_images_count:
-        raise Pose6dError(f'no image without the model\'s objects in {dataset.split_dir}'
+        raise Pose6dError(f"no image without the model's objects in {dataset.split_dir}"
                           f'{" or " + str(negatives) if negatives else ""}: calibration must '
                           'see where the model finds phantoms; synthesise the split with '
                           'scene.negative_share or pass --negatives DIR')

@@ -85,7 +85,7 @@ def build_parser():
     params.add_argument('--flops', action='store_true',
                         help='also count GFLOPs (HRPose at 640x480, corners at 448x448)')
     params.add_argument('--fps', action='store_true',
-                        help='also time each network\'s forward pass on this CPU')
+                        help="also time each network's forward pass on this CPU")
     params.add_argument('--seconds', type=_positive_float, default=3.0,
                         help='with --fps: time budget per network (default: 3)')
     params.set_defaults(run=_run_bench_params)
@@ -169,8 +169,8 @@ def build_parser():
 
     show = commands.add_parser(
         'show', help="draw a BOP-format dataset's ground truth on a few images (PNG)",
-        description='Draws each instance\'s 3D box, axes, 9 keypoints (numbered), visible-mask '
-                    'outline and name with its image\'s camera on a few images of a BOP-format '
+        description="Draws each instance's 3D box, axes, 9 keypoints (numbered), visible-mask "
+                    "outline and name with its image's camera on a few images of a BOP-format "
                     'dataset (as pose6d synth writes, or any BOP split), and writes them as one '
                     'contact sheet.')
     show.add_argument('--data', required=True, metavar='DIR',
@@ -209,10 +209,10 @@ def build_parser():
                      help='where the network runs (default: auto, CUDA when present)')
     bag.add_argument('--onnx', metavar='FILE',
                      help='run the network from this ONNX file of the bundle with onnxruntime '
-                          'on the CPU (as the node\'s onnx_model parameter)')
+                          "on the CPU (as the node's onnx_model parameter)")
     bag.add_argument('--min-score', type=float, default=None,
-                     help='keep instances with at least this score (default: the model\'s: '
-                          'its card\'s min_score, 0.5 when it has none)')
+                     help="keep instances with at least this score (default: the model's: "
+                          "its card's min_score, 0.5 when it has none)")
     bag.add_argument('--max-reprojection-error', type=float, default=0.0, metavar='PX',
                      help='keep instances whose PnP error is at most this (default: 0, no limit)')
     bag.add_argument('--objects', nargs='+', default=(), metavar='NAME',
@@ -226,24 +226,29 @@ def build_parser():
                      help='do not write the overlay images (a much smaller bag)')
     bag.add_argument('--force', action='store_true', help='overwrite an existing output bag')
     bag_tracking = bag.add_argument_group(
-        'tracking', 'the node\'s tracker over the bag, on the image stamps (docs/ros.md, '
+        'tracking', "the node's tracker over the bag, on the image stamps (docs/ros.md, "
                     '"Tracking"); each option is the node parameter tracking_<name>')
-    bag_tracking.add_argument('--tracking', action='store_true',
-                          help='track objects: stable ids <object>_<track id>, filtered poses, '
-                               'confirmation, KLT + PnP between network runs')
-    bag_tracking.add_argument('--network-every', type=_positive_int, default=5, metavar='N',
-                          help='with --tracking: the network every N frames (default: 5)')
-    bag_tracking.add_argument('--confirm', type=_hits_of_window, default=(2, 3), metavar='N/M',
-                          help='with --tracking: publish a track once seen in N of its last M '
-                               'network runs (default: 2/3)')
-    bag_tracking.add_argument('--track-timeout', type=_positive_float, default=1.0, metavar='S',
-                          help='with --tracking: drop a track unseen for S seconds (default: 1)')
-    bag_tracking.add_argument('--gate', type=_gate, default=(0.03, 30.0), metavar='M/DEG',
-                          help='with --tracking: a jump beyond M metres or DEG degrees is held '
-                               'back until confirmed (default: 0.03/30)')
-    bag_tracking.add_argument('--track-filter', choices=('constant_velocity', 'none'),
-                          default='constant_velocity',
-                          help='with --tracking: the pose filter (default: constant_velocity)')
+    bag_tracking.add_argument(
+        '--tracking', action='store_true',
+        help='track objects: stable ids <object>_<track id>, filtered poses, confirmation, '
+             'KLT + PnP between network runs')
+    bag_tracking.add_argument(
+        '--network-every', type=_positive_int, default=5, metavar='N',
+        help='with --tracking: the network every N frames (default: 5)')
+    bag_tracking.add_argument(
+        '--confirm', type=_hits_of_window, default=(2, 3), metavar='N/M',
+        help='with --tracking: publish a track once seen in N of its last M network runs '
+             '(default: 2/3)')
+    bag_tracking.add_argument(
+        '--track-timeout', type=_positive_float, default=1.0, metavar='S',
+        help='with --tracking: drop a track unseen for S seconds (default: 1)')
+    bag_tracking.add_argument(
+        '--gate', type=_gate, default=(0.03, 30.0), metavar='M/DEG',
+        help='with --tracking: a jump beyond M metres or DEG degrees is held back until '
+             'confirmed (default: 0.03/30)')
+    bag_tracking.add_argument(
+        '--track-filter', choices=('constant_velocity', 'none'), default='constant_velocity',
+        help='with --tracking: the pose filter (default: constant_velocity)')
     bag.set_defaults(run=_run_bag)
     return parser
 
@@ -364,7 +369,7 @@ def _run_bag(args):
     min_score = MODEL_MIN_SCORE if args.min_score is None else args.min_score
     if min_score == MODEL_MIN_SCORE and args.min_score is not None:
         raise Pose6dError(f'--min-score must be a number in [0, 1] (leave it out for the '
-                          f'model\'s default); got {args.min_score!r}')
+                          f"model's default); got {args.min_score!r}")
     config = PipelineConfig(min_score=min_score,
                             max_reprojection_error=args.max_reprojection_error,
                             objects=tuple(args.objects), tracking=args.tracking,

@@ -55,7 +55,7 @@ def register(commands):
                              'board is still, until --views are kept (Ctrl-C: calibrate now)')
     calibrate.add_argument('--board', type=_board, default=parse_board(DEFAULT_BOARD),
                            metavar='COLSxROWS',
-                           help=f'inner corners of the chessboard, as camera_calibration\'s '
+                           help=f"inner corners of the chessboard, as camera_calibration's "
                                 f'--size (default: {DEFAULT_BOARD}, a board of 10 x 7 squares)')
     calibrate.add_argument('--square', type=_square, default=DEFAULT_SQUARE, metavar='M',
                            help=f'side of one square in metres, as printed (default: '

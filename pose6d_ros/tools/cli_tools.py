@@ -1,5 +1,6 @@
-"""`pose6d eval`, `pose6d calibrate-scores`, `pose6d predict` and `pose6d export`: argument
-parsing only.
+"""Argument parsing of `pose6d eval`, `pose6d calibrate-scores`, `predict` and `export`.
+
+Parsing only.
 
 The work is done in report.py (eval and predict outputs), calibrate_scores.py (score
 calibration) and export.py (ONNX); heavy imports happen when a sub-command runs, not when
@@ -44,16 +45,16 @@ def register(commands):
                      'BOP results CSV)',
         description='Run the model over the dataset and write metrics.json, metrics.md, '
                     'accuracy-vs-threshold plots (*_curve.png) and predictions.csv (BOP '
-                    'results format) into DIR. Every estimate is scored (the papers\' '
-                    'protocol); the figure with the estimator\'s score and reprojection '
-                    'filters is given beside it. Images without the model\'s objects '
+                    "results format) into DIR. Every estimate is scored (the papers' "
+                    "protocol); the figure with the estimator's score and reprojection "
+                    "filters is given beside it. Images without the model's objects "
                     '(--negatives, or those of --data) give the false-positive figure: the '
                     'share of them with a detection at each score threshold, and its curve.')
     evaluate.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
     evaluate.add_argument('--data', metavar='DIR',
                           help='BOP-format dataset folder (or one of its split folders)')
     evaluate.add_argument('--negatives', metavar='DIR',
-                          help='folder of images holding none of the model\'s objects '
+                          help="folder of images holding none of the model's objects "
                                '(searched recursively), or a BOP split (its images without '
                                'any instance of them): the share of them with a detection at '
                                'each score threshold')
@@ -72,19 +73,19 @@ def register(commands):
     evaluate.add_argument('--onnx', metavar='FILE', help=ONNX_HELP)
     evaluate.add_argument('--force', action='store_true', help='overwrite an existing DIR')
     evaluate.add_argument('--update-card', action='store_true',
-                          help='write the false-positive figures into the bundle\'s card.yaml '
+                          help="write the false-positive figures into the bundle's card.yaml "
                                '(false_positives:, one entry per set of negative images, '
                                'replacing an earlier entry of the same name)')
     evaluate.set_defaults(run=_run_eval)
 
     calibrate = commands.add_parser(
-        'calibrate-scores', help='calibrate a bundle\'s scores to precision and set its '
+        'calibrate-scores', help="calibrate a bundle's scores to precision and set its "
                                  'default min_score',
         description='Runs the bundle over a held-out BOP split with images without its objects '
                     '(pose6d synth with scene.negative_share; and/or --negatives) and fits the '
                     'map raw score -> precision (isotonic regression). Writes it into the '
                     'card (calibration:) with the lowest calibrated score that gives the target '
-                    'precision as the model\'s default min_score, used by the estimator, the '
+                    "precision as the model's default min_score, used by the estimator, the "
                     'node and pose6d bag unless a threshold is given. Prints that operating '
                     'point: threshold, precision, recall, false-positive rate.')
     calibrate.add_argument('--model', required=True, metavar='BUNDLE',
@@ -92,7 +93,7 @@ def register(commands):
     calibrate.add_argument('--data', required=True, metavar='DIR',
                            help='held-out BOP-format dataset, with images without the objects')
     calibrate.add_argument('--negatives', metavar='DIR',
-                           help='more images without the model\'s objects: a folder '
+                           help="more images without the model's objects: a folder "
                                 '(searched recursively) or a BOP split')
     calibrate.add_argument('--camera', metavar='FILE',
                            help='calibration of the --negatives images (default: fx = fy = '
@@ -152,11 +153,11 @@ def register(commands):
     predict.set_defaults(run=_run_predict)
 
     export = commands.add_parser(
-        'export', help='export a bundle\'s network to ONNX, checked against PyTorch',
+        'export', help="export a bundle's network to ONNX, checked against PyTorch",
         description='Exports the network only (raw output tensors; decoding and PnP stay in '
                     'Python) and checks onnxruntime against PyTorch on a sample input. '
                     'onnx-int8: int8 weights and activations for a fast CPU path, calibrated '
-                    'on --calibration images (default: views rendered from the bundle\'s '
+                    "on --calibration images (default: views rendered from the bundle's "
                     'meshes) and checked by the keypoints it finds against fp32. Needs '
                     'pip install -e ".[export]".')
     export.add_argument('--model', required=True, metavar='BUNDLE', help='model bundle folder')
@@ -170,7 +171,7 @@ def register(commands):
                         help='variable batch size (default: batch 1)')
     export.add_argument('--calibration', metavar='DIR',
                         help='onnx-int8: pose6d synth / BOP folder of calibration images '
-                             '(default: views rendered from the bundle\'s meshes)')
+                             "(default: views rendered from the bundle's meshes)")
     export.add_argument('--calibration-images', type=_positive_int, default=32, metavar='N',
                         help='onnx-int8: frames to calibrate on (default: 32; 8 more check)')
     export.add_argument('--max-keypoint-shift', type=float, default=2.0, metavar='PX',

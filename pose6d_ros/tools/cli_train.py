@@ -14,7 +14,7 @@ def register(commands):
     """Add the train and distill sub-commands to the `pose6d` parser."""
     train = commands.add_parser(
         'train', help='train a network on a BOP-format dataset; writes RUN_DIR/bundle',
-        description='Config precedence: defaults, then the method\'s paper defaults, then '
+        description="Config precedence: defaults, then the method's paper defaults, then "
                     '--config YAML, then these flags. The resolved config is saved in RUN_DIR.')
     train.add_argument('--method', choices=('keypoints', 'corners'), default=None,
                        help='keypoints (HRPose) or corners (SSD corner regression)')
@@ -39,7 +39,7 @@ def _common(parser):
                         help='share of --data held out for validation when there is no '
                              '--val-data (default: 0.1)')
     parser.add_argument('--objects', metavar='PATH',
-                        help='objects YAML or models_info folder (default: the dataset\'s)')
+                        help="objects YAML or models_info folder (default: the dataset's)")
     parser.add_argument('--out', metavar='RUN_DIR', help='run directory')
     parser.add_argument('--config', metavar='YAML', help='training config file')
     parser.add_argument('--input-size', metavar='WxH', help='network input, e.g. 448x448')
@@ -61,12 +61,12 @@ def _common(parser):
     parser.add_argument('--backbone',
                         help='keypoints: hrnet_w18 (teacher), hrnet_w18_small (student, '
                              'default), hrnet_tiny, efficientnet_lite0; corners: resnet50 '
-                             '(default, the paper\'s), resnet34, resnet18, efficientnet_lite0')
+                             "(default, the paper's), resnet34, resnet18, efficientnet_lite0")
     parser.add_argument('--pretrained', metavar='FILE',
                         help='ImageNet weights for the backbone (torchvision ResNet, official '
                              'HRNet or EfficientNet-Lite0 layout), or none; default auto: the '
                              'installed EfficientNet-Lite0 file for that backbone, else random')
-    parser.add_argument('--resume', action='store_true', help='continue RUN_DIR\'s checkpoint')
+    parser.add_argument('--resume', action='store_true', help="continue RUN_DIR's checkpoint")
     parser.add_argument('--force', action='store_true',
                         help='start over in a RUN_DIR that holds an earlier run (deletes its '
                              'checkpoint, log and bundle)')

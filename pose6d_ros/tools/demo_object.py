@@ -609,7 +609,7 @@ def generate(out_dir, px_per_mm=4, net=True):
     written = {}
     # Texture and material first: the OBJ that names them appears last of the three.
     written[TEXTURE_FILE] = write_atomic(out / TEXTURE_FILE,
-                                          png_bytes(texture_atlas(px_per_mm)))
+                                         png_bytes(texture_atlas(px_per_mm)))
     written[MTL_FILE] = write_atomic(out / MTL_FILE, mtl_text().encode())
     written[MESH_FILE] = write_atomic(out / MESH_FILE, obj_text().encode())
     written[OBJECTS_FILE] = write_atomic(out / OBJECTS_FILE, objects_yaml_text().encode())

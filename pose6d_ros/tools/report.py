@@ -152,9 +152,9 @@ def evaluate_model(model, data=None, split=None, object_ids=None, out=None, devi
     """
     if data is None and negatives is None:
         raise Pose6dError('pose6d eval needs --data (a BOP dataset) and/or --negatives (a '
-                          'folder of images without the model\'s objects)')
+                          "folder of images without the model's objects)")
     if update and onnx:
-        raise Pose6dError('--update-card writes the figures of the bundle\'s own network; '
+        raise Pose6dError("--update-card writes the figures of the bundle's own network; "
                           'drop --onnx (or --update-card)')
     dataset = BopDataset(data, split=split, object_ids=object_ids) if data is not None else None
     negative_paths = None
@@ -181,7 +181,7 @@ def evaluate_model(model, data=None, split=None, object_ids=None, out=None, devi
     if update:
         entries = card_false_positives(document)
         if not entries:
-            raise Pose6dError('--update-card: no images without the model\'s objects were '
+            raise Pose6dError("--update-card: no images without the model's objects were "
                               'evaluated, so there is no false-positive figure to write (give '
                               '--negatives, or --data with such images)')
         card = load_bundle(model).card
@@ -267,9 +267,12 @@ def run_eval(estimator, dataset, out_dir, max_images=None, object_ids=None, forc
 
 
 def _score_dataset(estimator, dataset, max_images, object_ids, info, progress):
-    """Score every image of the dataset: (metrics document, protocol evaluator, objects,
-    rows of its negative images: (image, highest score, its object or None) per image
-    without any instance of the model's objects)."""
+    """Score every image of the dataset.
+
+    Returns (metrics document, protocol evaluator, objects, rows of its negative images:
+    (image, highest score, its object or None) per image without any instance of the
+    model's objects).
+    """
     objects = objects_for_metrics(estimator.objects, dataset)
     wanted = None if object_ids is None else {int(i) for i in object_ids}
     count = len(dataset) if max_images is None else min(len(dataset), int(max_images))
@@ -302,7 +305,7 @@ def _score_dataset(estimator, dataset, max_images, object_ids, info, progress):
     summary = evaluator.evaluate()
     if summary['instances'] == 0:
         raise Pose6dError(
-            f'no ground-truth instance of the model\'s objects (ids '
+            f"no ground-truth instance of the model's objects (ids "
             f'{", ".join(str(o.object_id) for o in objects)}) in the first {count} images of '
             f'{dataset.split_dir}; is it the right dataset? (For the false positives on a split '
             'without them, pass it as --negatives.)')
@@ -351,7 +354,7 @@ def negative_images(folder, object_ids=None):
     folder = Path(folder)
     if not folder.is_dir():
         raise Pose6dError(f'negatives folder not found: {folder} (expected a folder of images '
-                          'that hold none of the model\'s objects, or a BOP split)')
+                          "that hold none of the model's objects, or a BOP split)")
     if next(folder.rglob('scene_gt.json'), None) is not None:
         dataset = BopDataset(folder)
         wanted = None if object_ids is None else {int(i) for i in object_ids}
@@ -360,7 +363,7 @@ def negative_images(folder, object_ids=None):
                             for a in sample.annotations)]
         if not pairs:
             raise Pose6dError(f'every image of the BOP split {dataset.split_dir} holds one of '
-                              'the model\'s objects: no negatives there')
+                              "the model's objects: no negatives there")
         return pairs
     paths = sorted(p for p in folder.rglob('*')
                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -490,7 +493,7 @@ def markdown_table(document):
     dataset = document.get('dataset') or {}
     notes = [f'{document.get("instances", 0)} instances in {dataset.get("images", "?")} images '
              f'of {dataset.get("name", "?")}/{dataset.get("split", "?")}, every estimate '
-             'scored (the papers\' protocol)']
+             "scored (the papers' protocol)"]
     if fps:
         device = document.get('device')
         backend = document.get('backend')
@@ -606,9 +609,11 @@ def _min_score_of(document):
 
 
 def plot_false_positives(scores, records, path, min_score=None):
-    """Write the false-positive curve PNG: per set of negative images, the % of them with a
-    detection at a score >= the threshold; with records (a dataset's instances), the recall
-    and ADD(-S) 0.1d of the instances whose estimate scores >= the threshold beside it.
+    """Write the false-positive curve PNG.
+
+    Per set of negative images, the % of them with a detection at a score >= the threshold;
+    with records (a dataset's instances), the recall and ADD(-S) 0.1d of the instances whose
+    estimate scores >= the threshold beside it.
     """
     # deferred: matplotlib is heavy to import and only the plots need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg

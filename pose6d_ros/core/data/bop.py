@@ -575,7 +575,7 @@ class BopWriter:
             self._known_ids = {obj.object_id for obj in objects}
             (self.root / 'models').mkdir(parents=True, exist_ok=True)
             write_atomic(self.root / 'models' / 'models_info.json',
-                          _json_text(_models_info(objects)).encode(), sync=True)
+                         _json_text(_models_info(objects)).encode(), sync=True)
         else:
             self._known_ids = None
         self.flush()
@@ -843,4 +843,3 @@ def _json_lines(entries):
 
 def _json_text(mapping):
     return _json_lines({k: _dumps(v) for k, v in mapping.items()}) if mapping else '{}\n'
-

@@ -405,7 +405,7 @@ def _object_from_entry(entry, where, base_dir):
 
 
 def _check_size(obj, where, fix):
-    """ObjectModelError naming the object, its diameter and `fix` if its size is implausible."""
+    """Raise ObjectModelError naming the object, its diameter and `fix` if its size is odd."""
     if not MIN_DIAMETER <= obj.diameter <= MAX_DIAMETER:
         raise ObjectModelError(
             f'{where}: object {obj.name!r} has a diameter of {_length(obj.diameter)}; expected '

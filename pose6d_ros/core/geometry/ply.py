@@ -38,7 +38,7 @@ class PlyElement:
 class PlyLayout:
     """What a PLY header declares: the format, where the body starts, and the elements."""
 
-    format: str
+    format: str  # noqa: A003 (the PLY header's word)
     body_offset: int
     elements: list
 
@@ -81,7 +81,7 @@ def ply_layout(path):
 
 
 def check_ply_body(path, layout):
-    """ObjectModelError when the body of the PLY file `path` is shorter than its header says."""
+    """Raise ObjectModelError when the PLY file `path` has less body than its header says."""
     path = Path(path)
     if layout.format == 'ascii':
         with open(path, 'rb') as f:

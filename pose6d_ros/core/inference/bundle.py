@@ -142,7 +142,6 @@ def save_bundle(path, method, network_config, state_dict, objects, input_size,
 
 def load_bundle(path):
     """Read and check a bundle; raises BundleError naming what is wrong."""
-
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f'model bundle not found: {path} (expected a folder with {CARD}, '
@@ -204,8 +203,9 @@ def _check_card(card, path):
 
 
 def update_card(path, updates):
-    """Set top-level entries of a bundle's card.yaml ({key: value}; None removes the key),
-    atomically: a reader sees the old card or the new one, never half of it.
+    """Set top-level entries of a bundle's card.yaml ({key: value}; None removes the key).
+
+    Atomically: a reader sees the old card or the new one, never half of it.
 
     The result must still be a valid card; the rest of the card is kept as it was (in its
     order). Returns the new card.

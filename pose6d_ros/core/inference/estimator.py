@@ -44,7 +44,7 @@ class EstimatorConfig:
     use_weights: bool = True              # weight PnP points by keypoint confidence
     amp: bool = True                      # fp16/bf16 autocast on a GPU
     optimize: bool = True                 # fold BatchNorm into convs, channels-last memory
-    compile: bool = False                 # torch.compile (CUDA graphs on a GPU: fixed size)
+    compile: bool = False  # noqa: A003 # torch.compile (CUDA graphs on a GPU: fixed size)
     profile: bool = False                 # synchronise between stages for exact timings
     threads: int = 0                      # CPU threads of the network (torch's or
     #                                       onnxruntime's); 0: torch's count, capped by cpus.py

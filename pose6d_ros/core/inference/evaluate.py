@@ -146,7 +146,7 @@ class PoseEvaluator:
                 per_object[obj.name] = _summary(mine)
         keys = ('add_0.1d', '5cm5deg', 'proj_2d_5px', 'iou_2d_0.5', 'recall')
         mean = ({k: float(np.mean([s[k] for s in per_object.values()])) for k in keys}
-                if per_object else {k: 0.0 for k in keys})
+                if per_object else dict.fromkeys(keys, 0.0))
         fps = 1.0 / float(np.mean(self.seconds)) if self.seconds else None
         negatives = (negatives_summary(self.negative_scores) if self.negative_scores
                      else None)

@@ -100,7 +100,7 @@ class OnnxNetwork:
 
 
 def session_options(onnxruntime, threads):
-    """onnxruntime's options: `threads` CPU threads in one sequential pool that never spins."""
+    """The onnxruntime options: `threads` CPU threads in one sequential pool that never spins."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
@@ -152,7 +152,7 @@ def check_matches_bundle(metadata, bundle, path):
         expected = card[key] if key != 'input_size' else list(card[key])
         if _plain(value) != _plain(expected):
             raise Pose6dError(f'{path} is not an export of this bundle: its {key} is '
-                              f'{value!r} but the bundle\'s card has {expected!r}')
+                              f"{value!r} but the bundle's card has {expected!r}")
     digest = metadata.get('pose6d.weights_sha256')
     if digest != bundle.weights_sha256():
         raise Pose6dError(f'{path} was exported from other weights than {bundle.path}'

@@ -172,10 +172,10 @@ def _rendered_images(bundle, camera, count, seed):
         frames = render_frames(bundle.objects, camera, count, seed)
     except Exception as exc:  # no meshes in the bundle, or no OpenGL
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise Pose6dError(f'cannot render calibration frames of the bundle\'s objects '
+        raise Pose6dError(f"cannot render calibration frames of the bundle's objects "
                           f'({reason}); pass --calibration DIR (a pose6d synth or BOP folder '
                           'of images like the ones the model sees)') from None
-    return [image for image, _labels in frames], 'rendered views of the bundle\'s objects'
+    return [image for image, _labels in frames], "rendered views of the bundle's objects"
 
 
 def _quantize(fp32_path, out_path, frames, folder):
@@ -187,7 +187,6 @@ def _quantize(fp32_path, out_path, frames, folder):
         QuantType,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
 
     prepared = folder / 'prepared.onnx'
     quant_pre_process(str(fp32_path), str(prepared))
@@ -308,5 +307,5 @@ def format_result(result):
     return (f'int8 ONNX model: {result.path}\n'
             f'calibrated on {result.calibration_images} frames ({result.calibration}); fp32 '
             f'export parity {result.fp32_parity:.2e}; {shift}; {result.seconds:.1f} s\n'
-            f'run it with: --onnx {result.path} (pose6d eval/predict/bench, the node\'s '
+            f"run it with: --onnx {result.path} (pose6d eval/predict/bench, the node's "
             'onnx_model parameter)')

@@ -35,8 +35,9 @@ METHOD = 'isotonic'
 
 
 def isotonic_fit(scores, correct):
-    """Pool adjacent violators: the non-decreasing step function closest to `correct` in
-    least squares. Returns (x, y): each step's lowest and highest score with its value (one
+    """Pool adjacent violators: the non-decreasing steps closest to `correct` (least squares).
+
+    Returns (x, y): each step's lowest and highest score with its value (one
     knot where a step holds one score), x strictly increasing, y non-decreasing.
 
     scores: (N,) raw scores; correct: (N,) bools (or weights in [0, 1]). Equal scores are
@@ -134,8 +135,9 @@ class ScoreCalibration:
 
 def operating_point(scores, correct, instance_scores, negative_scores,
                     target_precision=0.99, max_false_positive_rate=None):
-    """The lowest threshold on `scores` that keeps precision >= target (and the false-positive
-    rate <= max_false_positive_rate when given), with what it keeps.
+    """The lowest threshold on `scores` that keeps precision >= target, with what it keeps.
+
+    With max_false_positive_rate, the false-positive rate stays <= it too.
 
     scores, correct: every estimate (calibrated score, right or not), those on negative images
     included. instance_scores: per ground-truth instance, the score of its right estimate

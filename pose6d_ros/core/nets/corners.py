@@ -198,7 +198,7 @@ class CornersNet(nn.Module):
                 else efficientnet.NORMALISATION)
 
     def load_pretrained(self, path) -> str:
-        """ImageNet weights from `path` into the backbone (pretrained.py); one-line report.
+        """Load ImageNet weights from `path` into the backbone (pretrained.py); one-line report.
 
         Frozen stages (`frozen_stages`) keep these weights and their BN statistics.
         """

@@ -159,7 +159,7 @@ class HRPose(nn.Module):
         return IMAGENET_NORMALISATION if self.config.is_hrnet else efficientnet.NORMALISATION
 
     def load_pretrained(self, path) -> str:
-        """ImageNet weights from `path` into the backbone (pretrained.py); one-line report."""
+        """Load ImageNet weights from `path` into the backbone (pretrained.py); one-line report."""
         if self.config.is_hrnet:
             widths = '/'.join(str(w) for w in self.backbone.config.widths)
             return load_pretrained(self.backbone, path, f'HRNet (widths {widths})')

@@ -69,6 +69,6 @@ def load_pretrained(backbone: torch.nn.Module, path, what: str) -> str:
     backbone.load_state_dict(mapped, strict=True)
     line = f'pretrained {what} from {path}: loaded all {len(own)} backbone tensors'
     if left_out:
-        line += (f'; not used: {len(left_out)} tensors of the file\'s classifier or deeper '
+        line += (f"; not used: {len(left_out)} tensors of the file's classifier or deeper "
                  f'layers (e.g. {", ".join(sorted(left_out)[:2])})')
     return line

@@ -158,6 +158,6 @@ class ResNet(nn.Module):
         return [c3, c4, c5]
 
     def pretrained_state(self, state: dict) -> tuple[dict, list]:
-        """torchvision's names are this module's: the classifier (`fc.*`) is left out."""
+        """The torchvision names are this module's: the classifier (`fc.*`) is left out."""
         kept = {k: v for k, v in state.items() if not k.startswith('fc.')}
         return kept, sorted(set(state) - set(kept))

@@ -40,7 +40,7 @@ class MeasurementNoise:
     angle_deg: float = 3.0      # rotation, degrees
 
     def covariance(self, position):
-        """The 6x6 covariance (position, rotation vector) of a measurement at `position`."""
+        """The 6x6 covariance of a measurement at `position` (position, rotation vector)."""
         ray = np.asarray(position, dtype=np.float64)
         ray = ray / max(np.linalg.norm(ray), 1e-9)
         cov = np.zeros((6, 6))

@@ -72,7 +72,7 @@ class TrackerConfig:
     gate_angle_deg: float = 30.0    # degrees; the same for rotation (up to symmetries)
     jump_confirmations: int = 2     # consistent jumps in a row that move a track
     min_quality: float = 0.5        # a followed pose below this asks for the network
-    filter: FilterConfig = field(default_factory=FilterConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)  # noqa: A003
     network_noise: MeasurementNoise = MeasurementNoise(0.002, 0.008, 3.0)
     tracked_noise: MeasurementNoise = MeasurementNoise(0.001, 0.004, 1.5)
     follower: FollowerConfig = field(default_factory=FollowerConfig)

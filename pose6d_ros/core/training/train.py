@@ -182,7 +182,7 @@ def load_config(path=None, overrides=None):
     config = TrainConfig(**values)
     if config.train_crop is not None:
         if config.method == 'corners':
-            raise Pose6dError('train_crop is for the keypoints method: the corners detector\'s '
+            raise Pose6dError("train_crop is for the keypoints method: the corners detector's "
                               'anchors are laid out over the whole input')
         input_size = config.input_size or METHOD_DEFAULTS[config.method]['input_size']
         if any(c > i for c, i in zip(config.train_crop, input_size)):
@@ -501,8 +501,11 @@ class EpochOrder(torch.utils.data.Sampler):
 
 
 def validation_figures(summary):
-    """The validation's mean figures, and with negative images among the held-out ones the
-    share of them with a detection at a score >= VALIDATION_FALSE_POSITIVE_SCORE."""
+    """The validation's mean figures, with the false-positive share where there are negatives.
+
+    The share: of the held-out negative images, those with a detection at a score >=
+    VALIDATION_FALSE_POSITIVE_SCORE.
+    """
     figures = dict(summary['mean'])
     negatives = summary.get('false_positives')
     if negatives:
@@ -519,8 +522,10 @@ def planned_iterations(config, iterations_per_epoch):
 
 
 def validation_interval(config, iterations_per_epoch):
-    """Epochs between validations: val_every, widened so a run validates MAX_VALIDATIONS times
-    at most (0: only at the end)."""
+    """Epochs between validations (0: only at the end).
+
+    val_every, widened so that a run validates MAX_VALIDATIONS times at most.
+    """
     if not config.val_every:
         return 0
     epochs = math.ceil(planned_iterations(config, iterations_per_epoch)
