@@ -224,9 +224,9 @@ def test_bad_shadow_values_are_named(data, message):
 
 # --- camera effects ---------------------------------------------------------------------------
 
-OFF = dict(hue=0.0, saturation=(1.0, 1.0), exposure=(1.0, 1.0), contrast=(1.0, 1.0),
-           blur_probability=0.0, motion_blur_probability=0.0, noise_probability=0.0,
-           jpeg_probability=0.0)
+OFF = {'hue': 0.0, 'saturation': (1.0, 1.0), 'exposure': (1.0, 1.0), 'contrast': (1.0, 1.0),
+       'blur_probability': 0.0, 'motion_blur_probability': 0.0, 'noise_probability': 0.0,
+       'jpeg_probability': 0.0}
 
 
 def _only(**effect):

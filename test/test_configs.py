@@ -32,8 +32,10 @@ def test_training_config_loads_and_builds_its_network(path):
 
 
 def test_the_sim_to_real_recipe_uses_every_feature_and_its_proxy_shifts_them():
-    """lmo_train_v2.yaml turns on what real photographs need (issue 21); lmo_shifted_v2.yaml,
-    its held-out proxy, moves those knobs beyond the training ranges."""
+    """lmo_train_v2.yaml turns on what real photographs need (issue 21).
+
+    lmo_shifted_v2.yaml, its held-out proxy, moves those knobs beyond the training ranges.
+    """
     train = SynthConfig.load(ROOT / 'config' / 'synth' / 'lmo_train_v2.yaml')
     shifted = SynthConfig.load(ROOT / 'config' / 'synth' / 'lmo_shifted_v2.yaml')
     for config in (train, shifted):

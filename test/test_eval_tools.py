@@ -604,8 +604,8 @@ def test_predict_json_has_quaternions_in_xyzw_order(tmp_path):
     assert overlay.shape == image.shape and (overlay != image).any(axis=2).sum() > 100
 
 
-def test_eval_writes_bop_results_for_a_folder_without_masks_or_depth(learned_bundle,
-                                                                    tiny_dataset, tmp_path):
+def test_eval_writes_bop_results_for_a_folder_without_masks_or_depth(
+        learned_bundle, tiny_dataset, tmp_path):
     # The LM-O test split as its users have it (rgb/, scene_camera.json, scene_gt.json,
     # scene_gt_info.json, models/: no depth, no masks) and a bundle without meshes
     # (bundle_meshes: false): the meshes come from the dataset's models/.

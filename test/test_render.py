@@ -219,7 +219,9 @@ def _tilted(angle_deg):
 def test_default_lighting_is_phong_with_one_white_light_and_unused_lights_change_nothing(
         renderer):
     """Today's shading: albedo * (ambient + diffuse * cos) + specular * highlight, white light.
-    Extra lights of zero intensity (as the shader holds unused ones) leave every pixel as is."""
+
+    Extra lights of zero intensity (as the shader holds unused ones) leave every pixel as is.
+    """
     vertices, faces, _ = quad()
     albedo = np.array([0.8, 0.5, 0.3])
     renderer.add_mesh('plane', MeshData(vertices, faces, colors=np.tile(albedo, (4, 1))))

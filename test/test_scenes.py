@@ -306,8 +306,10 @@ def test_a_negative_scene_renders_shapes_and_no_label(objects, renderer):
 
 
 def test_default_lighting_config_draws_the_lighting_of_earlier_versions():
-    """Lighting.random is what scenes drew before LightingConfig: the same lights from the
-    same numbers, leaving the generator where it left it."""
+    """Lighting.random is what scenes drew before LightingConfig.
+
+    The same lights from the same numbers, leaving the generator where it left it.
+    """
     for seed in range(20):
         old, new = np.random.default_rng(seed), np.random.default_rng(seed)
         assert LightingConfig().sample(new) == Lighting.random(old)

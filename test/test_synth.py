@@ -211,8 +211,8 @@ def _mean_red_over_blue(out):
     return np.mean([red / blue for red, _, blue in images])
 
 
-def test_lights_shadows_and_camera_effects_change_the_images_not_the_poses(inputs, runs,
-                                                                          tmp_path):
+def test_lights_shadows_and_camera_effects_change_the_images_not_the_poses(
+        inputs, runs, tmp_path):
     (tmp_path / 'sim2real.yaml').write_text(yaml.safe_dump(SIM_TO_REAL))
     out = tmp_path / 'dataset'
     args = _args(inputs, out)

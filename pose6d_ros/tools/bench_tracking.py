@@ -544,9 +544,9 @@ def soak(model=None, frames=100_000, size=(640, 480), network_every=5, seed=0,
     detector = SimulatedSymmetricDetector(objects[1], camera, seed)
     tracker = Tracker(objects, TrackerConfig(network_every=network_every))
     order = list(range(len(sequence.frames))) + list(range(len(sequence.frames) - 2, 0, -1))
-    # (wall time, latency) per frame, written in place: a list of tuples would grow by about
-    # 130 bytes a frame (12.7 MB from frame 1,000 to 100,000, measured) and be counted as the pipeline's growth.
-    # np.full touches every page now, before the first resident-memory reading.
+    # (wall time, latency) per frame, written in place: a list of tuples grows by about 130
+    # bytes a frame (12.7 MB from frame 1,000 to 100,000, measured), which would be counted as
+    # the pipeline's growth. np.full touches every page now, before the first memory reading.
     latencies = np.full((frames, 2), np.nan)
     rss, started = {}, time.perf_counter()
     done = 0

@@ -109,4 +109,5 @@ def _run_train(args):
 
 
 def _interrupt(signum, frame):
+    """Stop training as Ctrl-C does."""
     raise KeyboardInterrupt
