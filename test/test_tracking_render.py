@@ -209,5 +209,7 @@ def test_pose6d_bench_tracking_soak_reports_memory_and_latency(capsys):
     assert report['frames_done'] == 12 and not report['stopped_early']
     assert list(report['resident_mb']) == ['12'] and report['resident_mb']['12'] > 0
     assert report['latency_ms_p99_first_minute'] > 0
+    assert len(report['latency_ms_p99_per_5000_frames']) == 1   # 12 frames: one window
+    assert report['latency_ms_p99_per_5000_frames'][0] > 0
     assert cli.main(['bench', 'tracking', '--max-seconds', '5']) == 1
     assert '--max-seconds applies to --soak N' in capsys.readouterr().err

@@ -587,6 +587,11 @@ def soak(model=None, frames=100_000, size=(640, 480), network_every=5, seed=0,
     if len(rest):
         report['latency_p99_change'] = round(float(np.percentile(rest, 99))
                                              / float(np.percentile(first, 99)) - 1.0, 3)
+    # p99 per window of 5,000 frames: a drift grows steadily, another process's load on a
+    # shared machine comes and goes.
+    report['latency_ms_p99_per_5000_frames'] = [
+        round(float(np.percentile(seconds[i:i + 5000], 99)) * 1e3, 1)
+        for i in range(0, done, 5000)]
     report['machine'] = machine_info()
     return report
 
