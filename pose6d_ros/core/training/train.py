@@ -444,12 +444,11 @@ def _train(config, out, resume, progress, rank, distributed, device):
             if finished:
                 break
     except KeyboardInterrupt:
-        bar.close()
+        bar.close()  # before the message, as below
         if rank == 0 and iteration > saved_iteration:
             save(epoch, batches_done)
-        if rank == 0:
-            _say(f'interrupted at iteration {iteration}: {checkpoint_path} holds it; '
-                 f'--resume continues from there', rank)
+        _say(f'interrupted at iteration {iteration}: {checkpoint_path} holds it; '
+             f'--resume continues from there', rank)
         raise
     finally:
         bar.close()  # before any message: an error line must not be glued to the bar
