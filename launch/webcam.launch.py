@@ -18,9 +18,10 @@ machine (a calibration missing means a rough K from field_of_view with a warning
 and no poses); driver:=v4l2 runs v4l2_camera instead (V4L2 controls, less CPU).
 
 The camera's intrinsics come from camera_info_url: `pose6d calibrate` makes the file
-(docs/ros.md, "Camera calibration"). Without one, the python driver publishes a rough K from
-field_of_view and warns that distances will be off; v4l2_camera loads what camera_calibration
-stored under ~/.ros/camera_info/, else publishes K = 0, which the pose6d node refuses.
+(docs/ros.md, "Camera calibration"). Without one, both drivers load what camera_calibration's
+COMMIT stored under ~/.ros/camera_info/; failing that, the python driver publishes a rough K
+from field_of_view and warns that distances will be off, and v4l2_camera publishes K = 0,
+which the pose6d node refuses.
 """
 
 # ruff sorts `launch` as first-party (this folder is named launch/); keep the order that
@@ -52,9 +53,12 @@ ARGUMENTS = (
                    "file; 0 = the source's own rate"),
     ('loop', 'true', 'python driver: a video file or image folder starts again at its end'),
     ('camera_info_url', '',
-     "calibration file, e.g. file:///home/me/webcam.yaml (pose6d calibrate); '' = python "
-     'driver: a rough K from field_of_view (distances will be off); v4l2: the file '
-     'camera_calibration stored under ~/.ros/camera_info/, if any (otherwise K = 0)'),
+     "calibration file, e.g. file:///home/me/webcam.yaml (pose6d calibrate); '' = what "
+     'camera_calibration stored under ~/.ros/camera_info/, if any, else python driver: a '
+     'rough K from field_of_view (distances will be off); v4l2: K = 0'),
+    ('camera_name', 'camera',
+     'python driver: the camera name, ${NAME} in camera_info_url, and the file name under '
+     '~/.ros/camera_info/ (letters, digits, _)'),
     ('field_of_view', '60.0', "python driver with camera_info_url '': the camera's horizontal "
                               'field of view (degrees) for a rough K'),
     ('camera_frame', 'camera_optical_frame',
@@ -128,6 +132,7 @@ def camera_driver(context):
             parameters=[{
                 'source': as_string('video_device'),
                 'camera_info_url': as_string('camera_info_url'),
+                'camera_name': as_string('camera_name'),
                 'field_of_view': as_float('field_of_view'),
                 'frame_id': camera_frame,
                 'width': width,

@@ -254,13 +254,14 @@ def test_launch_arguments():
     assert node_args['camera_info_topic'] == '/camera/camera_info'
     webcam_args = _launch_arguments('webcam.launch.py')
     assert {'driver', 'video_device', 'image_size', 'fps', 'loop', 'camera_info_url',
-            'field_of_view', 'camera_frame', 'base_frame', 'x', 'y', 'z', 'roll', 'pitch',
+            'camera_name', 'field_of_view', 'camera_frame', 'base_frame', 'x', 'y', 'z', 'roll', 'pitch',
             'yaw', 'model', 'device', 'onnx_model', 'namespace', 'params_file',
             'rviz', 'omp_wait_policy'} == set(webcam_args)
     assert webcam_args['video_device'] == '/dev/video0'
     assert webcam_args['driver'] == 'python'     # needs no C++ camera driver
     assert float(webcam_args['field_of_view']) == CAMERA_PARAMETERS['field_of_view'].default
     assert webcam_args['camera_frame'] == CAMERA_PARAMETERS['frame_id'].default
+    assert webcam_args['camera_name'] == CAMERA_PARAMETERS['camera_name'].default
     assert webcam_args['base_frame'] == 'base_link'
     for args in (node_args, webcam_args):
         assert args['model'] == '' and args['namespace'] == 'pose6d'

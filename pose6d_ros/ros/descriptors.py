@@ -44,7 +44,7 @@ def parameter_descriptor(spec):
     elif spec.range is not None:
         descriptor.integer_range = [IntegerRange(
             from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-    elif spec.choices is not None or spec.frame_id or spec.required:
+    elif spec.choices is not None or spec.frame_id or spec.camera_name or spec.required:
         descriptor.additional_constraints = spec.constraints()
     return descriptor
 

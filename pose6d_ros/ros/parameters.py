@@ -13,9 +13,12 @@ from dataclasses import dataclass
 import math
 import re
 
+from pose6d_ros.core.geometry.calibration import CAMERA_NAME
+
 # tf2 frame ids: no whitespace, no leading slash (tf2 rejects those).
 FRAME_ID = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_./-]*$')
 FRAME_ID_RULE = "'' or a tf2 frame id: letters, digits, _ . / - and no leading slash"
+CAMERA_NAME_RULE = 'letters, digits and _ (as camera_info_manager requires)'
 
 _TYPE_NAMES = {bool: 'bool', int: 'int', float: 'double', str: 'string'}
 
@@ -32,6 +35,7 @@ class ParameterSpec:
     sentinel: float | None = None      # a value outside `range` allowed too, with a meaning
     choices: tuple | None = None       # the allowed strings
     frame_id: bool = False             # '' or a valid tf2 frame id
+    camera_name: bool = False          # a camera name camera_info_manager accepts
     pipeline_field: str | None = None  # PipelineConfig field a run-time change goes to
     required: bool = False             # a string that must not be empty
 
@@ -53,6 +57,8 @@ class ParameterSpec:
             return 'one of ' + ', '.join(repr(c) for c in self.choices)
         if self.frame_id:
             return FRAME_ID_RULE.removeprefix("'' or ") if self.required else FRAME_ID_RULE
+        if self.camera_name:
+            return CAMERA_NAME_RULE
         return 'not empty' if self.required else ''
 
 
@@ -159,12 +165,19 @@ CAMERA_PARAMETERS = dict([
     _spec('source', '0', "a camera index ('0') or device ('/dev/video0'), a video file, an "
           'image folder (its images in name order) or one image file', read_only=True,
           required=True),
-    _spec('camera_info_url', '', 'the calibration: file:///absolute/path.yaml (the ROS '
-          'calibration YAML that pose6d calibrate and camera_calibration write), '
-          "package://<package>/<path>, or a plain path; '' = none: a rough K from "
-          'field_of_view, with a warning that distances will be off', read_only=True),
-    _spec('field_of_view', 60.0, 'horizontal field of view (degrees) of the rough K used when '
-          "camera_info_url is '' (a typical laptop webcam: 55-70)", read_only=True,
+    _spec('camera_info_url', '', 'the calibration, as camera_info_manager reads it: '
+          'file:///absolute/path.yaml (the ROS calibration YAML that pose6d calibrate and '
+          'camera_calibration write), package://<package>/<path> or a plain path, with ${NAME} '
+          '(camera_name) and ${ROS_HOME} (its environment variable, else ~/.ros) substituted; '
+          "'' = file://${ROS_HOME}/camera_info/${NAME}.yaml. Without the file: a rough K from "
+          'field_of_view, with a warning that distances will be off. set_camera_info writes '
+          'this file', read_only=True),
+    _spec('camera_name', 'camera', "the camera's name: ${NAME} in camera_info_url, and the "
+          'camera_name that set_camera_info writes in the calibration file (a file that names '
+          'another camera is used, with a warning, as camera_info_manager does)',
+          read_only=True, camera_name=True),
+    _spec('field_of_view', 60.0, 'horizontal field of view (degrees) of the rough K used '
+          'without a calibration (a typical laptop webcam: 55-70)', read_only=True,
           range=(1.0, 179.0)),
     _spec('frame_id', 'camera_optical_frame', 'frame_id of image_raw and camera_info: the '
           "camera's optical frame (REP 103: x right, y down, z forward)", read_only=True,
@@ -228,6 +241,9 @@ def validate(name, value, table=None):
         return f'{name} must not be empty'
     if spec.frame_id and value and not FRAME_ID.match(value):
         return f'{name} {value!r} is not a valid frame id; expected {FRAME_ID_RULE}'
+    if spec.camera_name and not CAMERA_NAME.fullmatch(value):
+        return (f'{name} {value!r} is not a camera name camera_info_manager accepts; expected '
+                f'{CAMERA_NAME_RULE}, e.g. webcam')
     return None
 
 

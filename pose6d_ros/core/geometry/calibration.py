@@ -339,7 +339,7 @@ def _first_line(exc):
 
 def check_camera_name(name):
     """A camera name camera_info_manager accepts (letters, digits, _), or CalibrationError."""
-    if not CAMERA_NAME.match(str(name)):
+    if not CAMERA_NAME.fullmatch(str(name)):
         raise CalibrationError(f'camera name {name!r} must be letters, digits and _ only (as '
                                'camera_info_manager requires), e.g. webcam')
     return str(name)
