@@ -207,7 +207,8 @@ def test_url_substitutions_as_camera_info_manager_makes_them(tmp_path, monkeypat
     assert resolve_url(default, 'cam_2') == f'file://{tmp_path}/me/.ros/camera_info/cam_2.yaml'
     # one pass: a value is not searched again; a '$' without '{' stays
     monkeypatch.setenv('ROS_HOME', '/opt/${NAME}')
-    assert resolve_url('file://${ROS_HOME}/$x/${NAME}.yaml', 'c') == 'file:///opt/${NAME}/$x/c.yaml'
+    resolved = resolve_url('file://${ROS_HOME}/$x/${NAME}.yaml', 'c')
+    assert resolved == 'file:///opt/${NAME}/$x/c.yaml'
     assert resolve_url('/plain/cam.yaml', 'c') == '/plain/cam.yaml'
     for url, words in [('file://${HOME}/c.yaml', r'unknown substitution \$\{HOME\}'),
                        ('file:///${name}.yaml', r'unknown substitution \$\{name\}'),
@@ -428,8 +429,8 @@ def test_a_calibration_for_another_size_is_refused(types, tmp_path, folder, vide
     ({'field_of_view': 200.0}, ['field_of_view must be in [1.0, 179.0]']),
     ({'fps': 30}, ['fps must be of type double', 'write 30.0']),
     ({'source': ''}, ['source must not be empty']),
-    ({'camera_name': 'my-cam'}, ["camera_name 'my-cam' is not a camera name camera_info_manager "
-                                 'accepts', 'letters, digits and _']),
+    ({'camera_name': 'my-cam'}, ["camera_name 'my-cam' is not a camera name; expected letters, "
+                                 'digits and _ (as camera_info_manager requires)']),
     ({'camera_name': ''}, ["camera_name '' is not a camera name"]),
     ({'camera_name': 'cam\n'}, ['is not a camera name']),
 ])

@@ -254,8 +254,8 @@ def test_launch_arguments():
     assert node_args['camera_info_topic'] == '/camera/camera_info'
     webcam_args = _launch_arguments('webcam.launch.py')
     assert {'driver', 'video_device', 'image_size', 'fps', 'loop', 'camera_info_url',
-            'camera_name', 'field_of_view', 'camera_frame', 'base_frame', 'x', 'y', 'z', 'roll', 'pitch',
-            'yaw', 'model', 'device', 'onnx_model', 'namespace', 'params_file',
+            'camera_name', 'field_of_view', 'camera_frame', 'base_frame', 'x', 'y', 'z',
+            'roll', 'pitch', 'yaw', 'model', 'device', 'onnx_model', 'namespace', 'params_file',
             'rviz', 'omp_wait_policy'} == set(webcam_args)
     assert webcam_args['video_device'] == '/dev/video0'
     assert webcam_args['driver'] == 'python'     # needs no C++ camera driver

@@ -242,8 +242,7 @@ def validate(name, value, table=None):
     if spec.frame_id and value and not FRAME_ID.match(value):
         return f'{name} {value!r} is not a valid frame id; expected {FRAME_ID_RULE}'
     if spec.camera_name and not CAMERA_NAME.fullmatch(value):
-        return (f'{name} {value!r} is not a camera name camera_info_manager accepts; expected '
-                f'{CAMERA_NAME_RULE}, e.g. webcam')
+        return f'{name} {value!r} is not a camera name; expected {CAMERA_NAME_RULE}, e.g. webcam'
     return None
 
 
