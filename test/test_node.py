@@ -551,6 +551,75 @@ def test_camera_node_publishes_image_and_camera_info_with_one_header(ros, tmp_pa
         peer.destroy_node()
 
 
+def write_folder(path, frames=3):
+    import cv2
+
+    path.mkdir()
+    for k in range(frames):
+        cv2.imwrite(str(path / f'{k:03d}.png'), np.full((HEIGHT, WIDTH, 3), 40 * k, np.uint8))
+    return path
+
+
+@needs_ros
+def test_camera_node_set_camera_info_writes_and_publishes_the_calibration(
+        ros, tmp_path, monkeypatch):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo
+    from sensor_msgs.srv import SetCameraInfo
+
+    from pose6d_ros.core.geometry.camera import CameraModel
+    from pose6d_ros.ros import conversions
+    from pose6d_ros.ros.camera_node import CameraNode
+
+    monkeypatch.setenv('ROS_HOME', str(tmp_path / 'ros_home'))   # camera_info_url '': there
+    node = CameraNode(namespace='/cam_test', parameter_overrides=[
+        Parameter('source', value=str(write_folder(tmp_path / 'frames'))),
+        Parameter('camera_name', value='bench_cam'), Parameter('fps', value=20.0)])
+    peer = ros.create_node('set_camera_info_peer')
+    infos = []
+    peer.create_subscription(CameraInfo, '/cam_test/camera_info', infos.append,
+                             qos_profile_sensor_data)
+    client = peer.create_client(SetCameraInfo, '/cam_test/set_camera_info')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+
+    def call(camera_info):
+        future = client.call_async(SetCameraInfo.Request(camera_info=camera_info))
+        assert exchange(executor, lambda: None, future.done, timeout=10)
+        return future.result()
+
+    try:
+        assert client.wait_for_service(timeout_sec=10)
+        assert exchange(executor, lambda: None, lambda: bool(infos))
+        rough = conversions.camera_from_info(infos[-1])   # no calibration: the rough K
+        camera = CameraModel.from_intrinsics(58.0, 59.0, 32.5, 22.5, WIDTH, HEIGHT,
+                                             D=[0.05, -0.02, 0.001, 0.0, 0.0])
+        wrong_size = CameraModel.from_intrinsics(58.0, 59.0, 159.5, 119.5, 320, 240)
+        types = conversions.RclpyTypes()
+        refused = call(conversions.camera_info(types, wrong_size, infos[-1].header))
+        assert not refused.success
+        assert 'is for 320x240 images, but this camera publishes 64x48' in (
+            refused.status_message)
+        answer = call(conversions.camera_info(types, camera, infos[-1].header))
+        path = tmp_path / 'ros_home' / 'camera_info' / 'bench_cam.yaml'
+        assert answer.success, answer.status_message
+        assert f'to {path}' in answer.status_message
+        assert CameraModel.load(path) == camera != rough
+        # camera_info carries it from the next frame on, and the node goes on publishing
+        count = len(infos)
+        assert exchange(executor, lambda: None,
+                        lambda: len(infos) > count + 2
+                        and conversions.camera_from_info(infos[-1]) == camera)
+        assert not node.finished.done()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
 @needs_ros
 def test_static_transform_node_latches_the_camera_pose(ros):
     from rclpy.executors import SingleThreadedExecutor

@@ -6,6 +6,10 @@ driver to install. Topic names are relative (the launch file puts the node in /c
   publishes   image_raw (sensor_msgs/Image, rgb8) and camera_info (sensor_msgs/CameraInfo)
               with one header: the stamp taken as the frame arrived, frame_id the optical
               frame. Sensor-data QoS (best effort, keep last 5).
+  serves      set_camera_info (sensor_msgs/SetCameraInfo), as camera drivers do through
+              camera_info_manager: camera_calibration's COMMIT writes the calibration to the
+              file camera_info_url names (its default for ''), and camera_info carries it
+              from the next frame on. A bad request is answered with success false and why.
 
 Parameters: CAMERA_PARAMETERS in parameters.py (docs/ros.md has the table), all read at
 start-up. The work is `CameraStream` (camera.py, tested without ROS); here a capture thread
@@ -23,6 +27,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.srv import SetCameraInfo
 
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.ros import spinning
@@ -48,11 +53,14 @@ class CameraNode(Node):
         self.image_pub = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
         self.info_pub = self.create_publisher(CameraInfo, 'camera_info',
                                               qos_profile_sensor_data)
+        self.set_info_service = self.create_service(SetCameraInfo, 'set_camera_info',
+                                                    self._set_camera_info_callback)
         self.finished = Future()   # done when a file played once ends, or the capture fails
         self.exit_code = 0
         self._stop = threading.Event()
         self.get_logger().info(f'publishing {self.image_pub.topic_name} and '
-                               f'{self.info_pub.topic_name}: {self.stream.describe()}')
+                               f'{self.info_pub.topic_name}: {self.stream.describe()}; '
+                               f"serving {self.resolve_service_name('set_camera_info')}")
         self._thread = threading.Thread(target=self._capture, name='camera_capture',
                                         daemon=True)
         self._thread.start()
@@ -60,6 +68,21 @@ class CameraNode(Node):
     def _parameters_callback(self, parameters):
         return refused_change(parameters, CAMERA_PARAMETERS) or SetParametersResult(
             successful=True)
+
+    def _set_camera_info_callback(self, request, response):
+        """Store and publish a new calibration (CameraStream.set_camera_info); never raises."""
+        try:
+            response.status_message = self.stream.set_camera_info(request.camera_info)
+            response.success = True
+            self.get_logger().info(f'set_camera_info: {response.status_message}')
+        except Pose6dError as exc:   # a bad calibration, an unwritable file, ...
+            response.success, response.status_message = False, str(exc)
+            self.get_logger().error(f'set_camera_info refused: {exc}')
+        except Exception as exc:  # the node keeps publishing whatever a request holds
+            response.success = False
+            response.status_message = f'set_camera_info failed: {type(exc).__name__}: {exc}'
+            self.get_logger().error(response.status_message)
+        return response
 
     def _capture(self):
         try:
