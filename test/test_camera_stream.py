@@ -354,15 +354,19 @@ def test_the_calibration_changes_between_frames_of_a_running_capture(types, fold
         while not stop.is_set():
             infos.append(stream.next()[1])
 
+    def wait_for(count):
+        deadline = time.monotonic() + 10.0
+        while len(infos) < count:
+            assert thread.is_alive() and time.monotonic() < deadline, len(infos)
+            time.sleep(0.001)
+
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
     try:
-        while len(infos) < 5:
-            time.sleep(0.001)
+        wait_for(5)
         stream.set_camera_info(camera_info_of(types, new_camera()))
         done_at = len(infos)
-        while len(infos) < done_at + 5:
-            time.sleep(0.001)
+        wait_for(done_at + 5)
     finally:
         stop.set()
         thread.join(timeout=5)
