@@ -292,3 +292,31 @@ def test_pose_errors_agrees_with_the_single_functions(points, camera, symmetric)
         assert result.iou_2d == pose_iou_2d(estimate, pose_gt, points, camera)
     assert result.add > 0.01 and not result.add_passed and not result.cm_deg_passed
     assert min(proj_values) < 5.0 and any(5.0 < value < 10.0 for value in proj_values)
+
+
+# --- keypoints before PnP ---------------------------------------------------------------------
+
+
+def test_keypoint_errors_of_the_true_projection_are_zero(camera):
+    obj = make_object(symmetric=False)
+    pose = Pose(rotation_about([1, 2, 0], 30), [0.02, -0.01, 0.5])
+    found = metrics.keypoint_errors(camera.project(pose.transform(obj.keypoints)), pose, obj,
+                                    camera)
+    assert np.allclose(found.errors, 0.0, atol=1e-9) and len(found.errors) == 9
+    assert (found.corners_found, found.corner_swaps) == (8, 0)
+
+
+def test_keypoint_errors_count_swapped_and_skip_missing_corners(camera):
+    obj = make_object(symmetric=False)
+    pose = Pose(rotation_about([0, 1, 1], 50), [0.0, 0.0, 0.6])
+    truth = camera.project(pose.transform(obj.keypoints))
+    estimate = truth.copy()
+    estimate[[0, 7]] = truth[[7, 0]]               # two corners taken for each other
+    estimate[3] += [2.0, 0.0]                      # one 2 px off, still nearest its own
+    estimate[5] = np.nan                           # one not found
+    found = metrics.keypoint_errors(estimate, pose, obj, camera)
+    assert (found.corners_found, found.corner_swaps) == (7, 2)
+    assert len(found.errors) == 8
+    assert sorted(found.errors)[-3] == pytest.approx(2.0)
+    distance = np.linalg.norm(truth[0] - truth[7])
+    assert np.sort(found.errors)[-2:] == pytest.approx([distance, distance])

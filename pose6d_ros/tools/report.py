@@ -106,7 +106,7 @@ CURVES = (
           100.0 * metrics.CM_DEG_THRESHOLDS[0]),
 )
 SCORE_KEYS = ('add_0.1d', '5cm5deg', 'proj_2d_5px', 'iou_2d_0.5', 'recall')
-ERROR_KEYS = ('mean_rotation_deg', 'mean_translation')
+ERROR_KEYS = ('mean_rotation_deg', 'mean_translation', 'keypoint_px', 'corner_swaps')
 # Markdown columns: (summary key, header, scale from the JSON value)
 TABLE_COLUMNS = (
     ('add_0.1d', 'ADD(-S) 0.1d', 100.0),
@@ -116,6 +116,8 @@ TABLE_COLUMNS = (
     ('recall', 'Recall', 100.0),
     ('mean_rotation_deg', 'R err. (°)', 1.0),
     ('mean_translation', 't err. (cm)', 100.0),
+    ('keypoint_px', 'Kp. err. (px)', 1.0),
+    ('corner_swaps', 'Corner swaps', 100.0),
 )
 
 
@@ -471,7 +473,9 @@ def metrics_document(evaluator, summary, objects, dataset, images, info=None,
             'auc_ranges': {c.key: f'0..{c.max_threshold:g} {_unit(c)}' for c in CURVES},
         },
         'units': 'scores are fractions in [0, 1]; mean_translation in metres; '
-                 'mean_rotation_deg in degrees; mean errors over detected instances',
+                 'mean_rotation_deg in degrees; mean errors over detected instances; '
+                 'keypoint_px: median pixel error of the estimated 2D keypoints before PnP; '
+                 'corner_swaps: share of found corners nearer another corner than their own',
         'objects': per_object,
         'mean': mean,
         'instances': int(summary['instances']),

@@ -160,3 +160,31 @@ def pose_errors(pose_est, pose_gt, obj, camera, points=None):
         proj_2d_passed=proj < PROJ_2D_THRESHOLD,
         iou_2d=_box_iou(*projected),
     )
+
+
+@dataclass
+class KeypointErrors:
+    """How the estimated 2D keypoints (before PnP) sit on the ground truth's, in pixels."""
+
+    errors: np.ndarray       # (n,) distance of each found keypoint to its own projection
+    corners_found: int       # found corners (of the 8)
+    corner_swaps: int        # found corners nearer another corner's projection than their own
+
+
+def keypoint_errors(keypoints, pose_gt, obj, camera):
+    """Errors of an estimate's 2D keypoints ((9, 2), NaN where not found) against the truth.
+
+    A corner nearer another corner's projection than its own is a swap: the network found a
+    corner but took it for another (for a keypoint network, the usual way a pose goes wrong
+    while the object is found). A symmetric object's corners swap with their symmetric
+    partners by nature; its pose can still be right.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    truth = camera.project(pose_gt.transform(obj.keypoints))
+    found = np.isfinite(keypoints).all(axis=1)
+    errors = np.linalg.norm(keypoints[found] - truth[found], axis=1)
+    corners = np.flatnonzero(found[:8])
+    distances = np.linalg.norm(keypoints[corners, None] - truth[None, :8], axis=2)
+    swaps = int(np.sum(np.argmin(distances, axis=1) != corners)) if len(corners) else 0
+    return KeypointErrors(errors, len(corners), swaps)
+

@@ -112,7 +112,8 @@ class PoseEvaluator:
                       'image_id': sample.image_id, 'visib_fract': annotation.visib_fract,
                       'detected': False, 'score': None, 'add': np.inf, 'add_passed': False,
                       'rotation_deg': np.inf, 'translation': np.inf, 'cm_deg_passed': False,
-                      'proj_2d': np.inf, 'proj_2d_passed': False, 'iou_2d': 0.0}
+                      'proj_2d': np.inf, 'proj_2d_passed': False, 'iou_2d': 0.0,
+                      'keypoint_errors': [], 'corners_found': 0, 'corner_swaps': 0}
             if index in matched:
                 prediction = predictions[matched[index]]
                 gt = Pose(annotation.R, annotation.t)
@@ -124,6 +125,12 @@ class PoseEvaluator:
                               translation=errors.translation,
                               cm_deg_passed=errors.cm_deg_passed, proj_2d=errors.proj_2d,
                               proj_2d_passed=errors.proj_2d_passed, iou_2d=errors.iou_2d)
+                if prediction.keypoints is not None:
+                    found = metrics.keypoint_errors(prediction.keypoints, gt, obj,
+                                                    sample.camera)
+                    record.update(keypoint_errors=found.errors.tolist(),
+                                  corners_found=found.corners_found,
+                                  corner_swaps=found.corner_swaps)
                 verdicts[matched[index]] = {
                     'add': bool(errors.add_passed), 'proj_2d': bool(errors.proj_2d_passed),
                     'iou_2d': bool(errors.iou_2d >= metrics.IOU_THRESHOLD)}
@@ -179,6 +186,9 @@ def _match(sample, predictions, by_id, model_points):
 
 def _summary(records):
     detected = [r for r in records if r['detected']]
+    keypoint_errors = [e for r in detected for e in r['keypoint_errors']]
+    corners_found = sum(r['corners_found'] for r in detected)
+    corner_swaps = sum(r['corner_swaps'] for r in detected)
     return {
         'instances': len(records),
         'add_0.1d': float(np.mean([r['add_passed'] for r in records])),
@@ -190,6 +200,9 @@ def _summary(records):
                               if detected else None),
         'mean_translation': (float(np.mean([r['translation'] for r in detected]))
                              if detected else None),
+        # the keypoints before PnP: where a found object's pose goes wrong
+        'keypoint_px': float(np.median(keypoint_errors)) if keypoint_errors else None,
+        'corner_swaps': corner_swaps / corners_found if corners_found else None,
     }
 
 
