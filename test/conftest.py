@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic dataset of one coloured box, made once per test session."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,13 @@ import trimesh
 
 FACE_COLOURS = [(220, 40, 40), (40, 200, 60), (40, 70, 220), (230, 210, 40), (200, 60, 200),
                 (40, 200, 210)]
+
+# The node and launch tests talk over DDS. In the default domain (0) they would hear, and be
+# heard by, any other ROS 2 process on this machine: another test run, a robot's own nodes
+# (images with other stamps reaching the node under test made a tracking test fail). Each test
+# run takes a domain of its own unless the caller chose one; rclpy and the processes launched
+# by the launch tests read it from here.
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
 
 
 def coloured_box(extents=(0.06, 0.05, 0.04)):
