@@ -187,4 +187,3 @@ def keypoint_errors(keypoints, pose_gt, obj, camera):
     distances = np.linalg.norm(keypoints[corners, None] - truth[None, :8], axis=2)
     swaps = int(np.sum(np.argmin(distances, axis=1) != corners)) if len(corners) else 0
     return KeypointErrors(errors, len(corners), swaps)
-
