@@ -76,7 +76,8 @@ def test_the_corners_recipe_warms_up_and_clips_so_a_fresh_network_cannot_blow_up
     bare = 'warmup_iterations: 0\nclip_grad_norm: 0\n'
     assert _corners_run(tiny_dataset, tmp_path / 'bare', bare, '--lr', '0.05') == 1
     assert 'the loss became nan' in capsys.readouterr().err
-    assert _corners_run(tiny_dataset, tmp_path / 'recipe', '', '--lr', '0.05',
+    # (40 epochs: the schedule's first milestone, 2/3 of 20 epochs, lies far beyond step 10)
+    assert _corners_run(tiny_dataset, tmp_path / 'recipe', '', '--lr', '0.05', '--epochs', '40',
                         '--max-iterations', '10') == 0
     rows = [r for r in _rows(tmp_path / 'recipe' / 'log.csv') if r.get('loss')]
     losses = [float(r['loss']) for r in rows]

@@ -182,17 +182,33 @@ def test_refuses_a_used_run_directory(trained_run, tiny_dataset, capsys):
 
 
 def test_learning_rate_schedules_follow_the_papers():
-    from pose6d_ros.core.training.train import _lr_factor
+    from pose6d_ros.core.training.train import lr_factor
 
     keypoints = TrainConfig(method='keypoints').resolved()
-    factor = _lr_factor(keypoints)
-    assert [factor(e) for e in (0, 19, 20, 40, 119)] == [1.0, 1.0, 0.5, 0.25, 0.5 ** 5]
+    per_epoch = 7
+    factors = [lr_factor(keypoints, e * per_epoch, per_epoch) for e in (0, 19, 20, 40, 119)]
+    assert factors == [1.0, 1.0, 0.5, 0.25, 0.5 ** 5]     # halved every 20 of 120 epochs
     corners = TrainConfig(method='corners', epochs=90).resolved()
     assert corners.stage1_epochs == 45
-    factor = _lr_factor(corners)
     # Each stage: /10 at 2/3 and 8/9 of it, then the second stage starts again at 1.
-    assert [factor(e) for e in (0, 29, 30, 40, 44, 45, 75, 85)] == pytest.approx(
-        [1.0, 1.0, 0.1, 0.01, 0.01, 1.0, 0.1, 0.01])
+    factors = [lr_factor(corners, e * per_epoch, per_epoch)
+               for e in (0, 29, 30, 40, 44, 45, 75, 85)]
+    assert factors == pytest.approx([1.0, 1.0, 0.1, 0.01, 0.01, 1.0, 0.1, 0.01])
+
+
+def test_learning_rate_milestones_count_iterations_not_epochs():
+    """A CPU stage of 2 long epochs still decays at 70% and 90% of its iterations."""
+    from pose6d_ros.core.training.train import lr_factor
+
+    config = TrainConfig(method='keypoints', epochs=2, lr_milestones=[0.7, 0.9],
+                         lr_gamma=0.3).resolved()
+    factor = [lr_factor(config, i, 1000) for i in range(2000)]
+    assert factor[1399] == 1.0 and factor[1400] == pytest.approx(0.3)
+    assert factor[1799] == pytest.approx(0.3) and factor[1800] == pytest.approx(0.09)
+    assert factor[1999] == pytest.approx(0.09)
+    stopped_early = TrainConfig(method='keypoints', epochs=2, lr_milestones=[0.7, 0.9],
+                                lr_gamma=0.3, max_iterations=100).resolved()
+    assert [lr_factor(stopped_early, i, 1000) for i in range(2000)] == factor
 
 
 def test_train_command_for_corners_writes_a_loadable_bundle(tiny_dataset, tmp_path):

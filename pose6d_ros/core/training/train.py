@@ -346,7 +346,9 @@ def _train(config, out, resume, progress, rank, distributed, device):
                                                        if device.startswith('cuda') else None)
              if distributed else network)
     optimizer = _optimizer(config, network)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+    # Each step's rate is set from the iteration alone (_set_learning_rate); the scheduler
+    # only keeps the base rates, in checkpoints too.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _constant_rate)
     use_amp = config.amp and device.startswith('cuda')
     scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
 
@@ -403,7 +405,8 @@ def _train(config, out, resume, progress, rank, distributed, device):
                     raise Pose6dError(_diverged(loss.item(), iteration, epoch, checkpoint_path))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                _warm_up(optimizer, scheduler, iteration, config.warmup_iterations)
+                _set_learning_rate(optimizer, scheduler.base_lrs, iteration, config,
+                                   len(loader))
                 if config.clip_grad_norm:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
@@ -424,7 +427,6 @@ def _train(config, out, resume, progress, rank, distributed, device):
                 if (rank == 0 and config.checkpoint_minutes
                         and time.time() - saved_at >= 60.0 * config.checkpoint_minutes):
                     save(epoch, batches_done)
-            scheduler.step()
             epochs_run = epoch + 1
             finished = epoch + 1 == config.epochs or iteration >= total
             batches_done = 0
@@ -634,27 +636,36 @@ def warmup_factor(iteration, warmup_iterations, start=1e-3):
     return start + (1.0 - start) * iteration / warmup_iterations
 
 
-def _warm_up(optimizer, scheduler, iteration, warmup_iterations):
-    """Set this step's rates: the epoch schedule's, times the warm-up factor.
+def _set_learning_rate(optimizer, base_rates, iteration, config, iterations_per_epoch):
+    """Set this step's rates: the schedule's (lr_factor), times the warm-up factor.
 
     A function of the iteration alone, so a resumed run takes the same steps.
     """
-    factor = warmup_factor(iteration, warmup_iterations)
-    for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr()):
+    factor = (lr_factor(config, iteration, iterations_per_epoch)
+              * warmup_factor(iteration, config.warmup_iterations))
+    for group, rate in zip(optimizer.param_groups, base_rates):
         group['lr'] = rate * factor
 
 
-def _lr_factor(config):
-    """The map epoch -> learning-rate factor: gamma per milestone passed in the current stage."""
-    stage1 = min(config.stage1_epochs, config.epochs)
-    stages = [(0, stage1), (stage1, config.epochs)] if stage1 else [(0, config.epochs)]
+def _constant_rate(_):
+    return 1.0
 
-    def factor(epoch):
-        start, end = next(((a, b) for a, b in stages if a <= epoch < b), stages[-1])
-        progress = (epoch - start) / max(end - start, 1)
-        return config.lr_gamma ** sum(progress >= m for m in config.lr_milestones)
 
-    return factor
+def lr_factor(config, iteration, iterations_per_epoch):
+    """The learning-rate factor of step `iteration`: lr_gamma per milestone passed in its stage.
+
+    Milestones are fractions of a stage's iterations (corners: the detection-only stage, then
+    the full loss, each restarting the schedule), as the papers count them: Zhang et al.
+    divide at 30k and 40k of a 45k-iteration stage. Counted in iterations, a run of a few long
+    epochs (CPU stages of 2 epochs) decays where its milestones say, not at epoch ends only.
+    The schedule spans the configured epochs: --max-iterations stops a run early without
+    changing it, so a run stopped that way and resumed takes the same steps as a whole one.
+    """
+    total = config.epochs * iterations_per_epoch
+    stage1 = min(config.stage1_epochs, config.epochs) * iterations_per_epoch
+    start, end = (0, min(stage1, total)) if iteration < stage1 else (stage1, total)
+    progress = (iteration - start) / max(end - start, 1)
+    return config.lr_gamma ** sum(progress >= m for m in config.lr_milestones)
 
 
 def _loss(method, outputs, targets, stage, teacher, images, config):
