@@ -18,6 +18,7 @@ from pose6d_ros.core.data import synth
 from pose6d_ros.core.data.synth import bench_synth
 from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry.camera import CameraModel
+from pose6d_ros.core.tracking.tracker import TrackerConfig
 from pose6d_ros.tools import cli_calibrate, cli_demo, cli_tools, cli_train, selfcheck
 from pose6d_ros.tools.cli_args import gate as _gate
 from pose6d_ros.tools.cli_args import hits_of_window as _hits_of_window
@@ -232,20 +233,24 @@ def build_parser():
         '--tracking', action='store_true',
         help='track objects: stable ids <object>_<track id>, filtered poses, confirmation, '
              'KLT + PnP between network runs')
+    defaults = TrackerConfig()   # the tracker's own defaults, as the node's parameters take them
     bag_tracking.add_argument(
-        '--network-every', type=_positive_int, default=5, metavar='N',
-        help='with --tracking: the network every N frames (default: 5)')
+        '--network-every', type=_positive_int, default=defaults.network_every, metavar='N',
+        help=f'with --tracking: the network every N frames (default: {defaults.network_every})')
     bag_tracking.add_argument(
-        '--confirm', type=_hits_of_window, default=(2, 3), metavar='N/M',
+        '--confirm', type=_hits_of_window, metavar='N/M',
+        default=(defaults.confirm_hits, defaults.confirm_window),
         help='with --tracking: publish a track once seen in N of its last M network runs '
-             '(default: 2/3)')
+             f'(default: {defaults.confirm_hits}/{defaults.confirm_window})')
     bag_tracking.add_argument(
-        '--track-timeout', type=_positive_float, default=1.0, metavar='S',
-        help='with --tracking: drop a track unseen for S seconds (default: 1)')
+        '--track-timeout', type=_positive_float, default=defaults.timeout_s, metavar='S',
+        help=f'with --tracking: drop a track unseen for S seconds (default: '
+             f'{defaults.timeout_s:g})')
     bag_tracking.add_argument(
-        '--gate', type=_gate, default=(0.03, 30.0), metavar='M/DEG',
+        '--gate', type=_gate, default=(defaults.gate_distance, defaults.gate_angle_deg),
+        metavar='M/DEG',
         help='with --tracking: a jump beyond M metres or DEG degrees is held back until '
-             'confirmed (default: 0.03/30)')
+             f'confirmed (default: {defaults.gate_distance:g}/{defaults.gate_angle_deg:g})')
     bag_tracking.add_argument(
         '--track-filter', choices=('constant_velocity', 'none'), default='constant_velocity',
         help='with --tracking: the pose filter (default: constant_velocity)')
