@@ -287,6 +287,35 @@ def test_a_safetensors_file_from_a_model_hub_loads_too(tmp_path):
 
 # --- in the training loop ------------------------------------------------------------------
 
+def _resnet18_imagenet_file(path):
+    """A torchvision-layout ResNet-18 file with values an ImageNet file could hold."""
+    state = _random_like(ResNet(18, max_pool=True))
+    for key, value in state.items():  # a finite network
+        if key.endswith('running_var'):
+            state[key] = value.abs() + 0.5
+        elif key.endswith('weight') and value.dim() == 4:
+            state[key] = value * (2.0 / value[0].numel()) ** 0.5
+    state['fc.weight'], state['fc.bias'] = torch.randn(1000, 512), torch.randn(1000)
+    return state, _save(state, path)
+
+
+def _train_corners_resnet18(dataset, run, iterations, *extra):
+    from pose6d_ros.tools import cli
+
+    return cli.main(['train', '--method', 'corners', '--backbone', 'resnet18', '--data',
+                     str(dataset), '--out', str(run), '--input-size', '96x72',
+                     '--batch-size', '4', '--max-iterations', str(iterations), '--workers', '0',
+                     '--device', 'cpu', '--quiet', '--lr', '0.01', *extra])
+
+
+def _backbone_weights(bundle_path):
+    from pose6d_ros.core.inference.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    return bundle, {k[len('backbone.'):]: v for k, v in bundle.state_dict.items()
+                    if k.startswith('backbone.')}
+
+
 def test_training_from_a_pretrained_file_freezes_the_corners_stem_and_first_stage(
         tiny_dataset, tmp_path, capsys):
     """`pose6d train --backbone resnet18 --pretrained FILE` fills the ResNet-18-h.
@@ -296,36 +325,39 @@ def test_training_from_a_pretrained_file_freezes_the_corners_stem_and_first_stag
     """
     import yaml
 
-    from pose6d_ros.core.inference.bundle import load_bundle
-    from pose6d_ros.tools import cli
-
-    state = _random_like(ResNet(18, max_pool=True))
-    for key, value in state.items():  # values an ImageNet file could hold: a finite network
-        if key.endswith('running_var'):
-            state[key] = value.abs() + 0.5
-        elif key.endswith('weight') and value.dim() == 4:
-            state[key] = value * (2.0 / value[0].numel()) ** 0.5
-    state['fc.weight'], state['fc.bias'] = torch.randn(1000, 512), torch.randn(1000)
-    pretrained = _save(state, tmp_path / 'resnet18-f37072fd.pth')
+    state, pretrained = _resnet18_imagenet_file(tmp_path / 'resnet18-f37072fd.pth')
     run = tmp_path / 'run'
-    assert cli.main(['train', '--method', 'corners', '--backbone', 'resnet18', '--data',
-                     str(tiny_dataset), '--out', str(run), '--input-size', '96x72',
-                     '--batch-size', '4', '--max-iterations', '3', '--workers', '0',
-                     '--device', 'cpu', '--quiet', '--pretrained', str(pretrained),
-                     '--lr', '0.01']) == 0
+    assert _train_corners_resnet18(tiny_dataset, run, 3, '--pretrained', str(pretrained)) == 0
     assert 'loaded all' in capsys.readouterr().err
     network = yaml.safe_load((run / 'config.yaml').read_text())['network']
     assert network['depth'] == 18 and network['resnet_h'] is True
-    bundle = load_bundle(run / 'bundle')
+    bundle, weights = _backbone_weights(run / 'bundle')
     assert bundle.card['network']['frozen_stages'] == 2
-    weights = {k[len('backbone.'):]: v for k, v in bundle.state_dict.items()
-               if k.startswith('backbone.')}
     frozen = [k for k in weights if k.startswith(('conv1.', 'bn1.', 'layer1.'))]
     trained = [k for k in weights if k.startswith('layer4.') and k.endswith('conv1.weight')]
     assert frozen and trained
     for key in frozen:  # weights and BatchNorm statistics: exactly the file's
         assert torch.equal(weights[key].float(), state[key].float()), key
     assert not any(torch.equal(weights[k], state[k]) for k in trained)
+
+
+def test_a_resumed_pretrained_run_keeps_its_stages_frozen(tiny_dataset, tmp_path):
+    """--resume rebuilds the network the checkpoint holds, frozen stages included.
+
+    The optimizer saved in the checkpoint holds only the parameters that train, so a network
+    rebuilt without the frozen stages could not take it back (the resume failed).
+    """
+    state, pretrained = _resnet18_imagenet_file(tmp_path / 'resnet18-f37072fd.pth')
+    run = tmp_path / 'run'
+    assert _train_corners_resnet18(tiny_dataset, run, 2, '--pretrained', str(pretrained)) == 0
+    _, first = _backbone_weights(run / 'bundle')
+    assert _train_corners_resnet18(tiny_dataset, run, 4, '--resume') == 0
+    bundle, weights = _backbone_weights(run / 'bundle')
+    assert bundle.card['network']['frozen_stages'] == 2
+    assert bundle.card['training']['iterations'] == 4
+    for key in (k for k in weights if k.startswith(('conv1.', 'bn1.', 'layer1.'))):
+        assert torch.equal(weights[key].float(), state[key].float()), key
+    assert not torch.equal(weights['layer4.0.conv1.weight'], first['layer4.0.conv1.weight'])
 
 
 def test_the_corners_backbone_defaults_to_the_papers_resnet50_h():

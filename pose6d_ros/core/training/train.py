@@ -311,9 +311,14 @@ def _train(config, out, resume, progress, rank, distributed, device):
 
     if config.method == 'corners':  # its anchors scale with the input size it is trained at
         config.network.setdefault('input_size', list(config.input_size))
+    state = load_checkpoint(checkpoint_path, device, '--resume') if resume else None
     pretrained = None if resume else _pretrained_file(config)
     if pretrained and config.method in PRETRAINED_FROZEN_STAGES:
         config.network.setdefault('frozen_stages', PRETRAINED_FROZEN_STAGES[config.method])
+    if state is not None and 'frozen_stages' in state.get('network', {}):
+        # The stages a pretrained start froze stay frozen: the optimizer saved in the
+        # checkpoint holds only the parameters that train.
+        config.network['frozen_stages'] = state['network']['frozen_stages']
     method = get_method(config.method, len(objects), config.network, config.decoder,
                         config.loss)
     network = method.build_network()
@@ -353,8 +358,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
 
     start_epoch, iteration, earlier_seconds, batches_done = 0, 0, 0.0, 0
-    if resume:
-        state = load_checkpoint(checkpoint_path, device, '--resume')
+    if state is not None:
         network.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
