@@ -258,7 +258,10 @@ class TrainingRun:
                              f'{v["false_positives"]:.1f}% of '
                              f'{self.validation["negative_images"]} images without objects')
         else:
-            lines.append('no validation ran (no held-out images)')
+            # No held-out images, or the run stopped (--max-iterations, Ctrl-C) before the end
+            # of an epoch, where validation runs.
+            lines.append('no validation ran in this run: `pose6d eval --model BUNDLE --data DIR` '
+                         'scores the bundle')
         lines.append(f'log: {self.log}' + (f'   plot: {self.plot}' if self.plot else ''))
         lines.append(f'model bundle: {self.bundle}')
         return lines
