@@ -229,6 +229,45 @@ def test_an_interrupted_run_keeps_its_iteration_and_resumes_mid_epoch(
     assert (state['epoch'], state['iteration'], state['batches_done']) == (2, 10, 0)
 
 
+def test_a_run_resumed_mid_epoch_keeps_the_learning_rates_of_an_unbroken_run(
+        tiny_dataset, tmp_path, monkeypatch, capsys):
+    """The schedule counts whole epochs, not the rest of the one a resumed run starts in.
+
+    Epochs of 5 batches, 2 epochs, the rate x0.1 at half the run (iteration 5). Resumed after
+    2 steps, the loader holds 3 batches until epoch 0 ends; read as the epoch's length, that
+    put the milestone at iteration 3.
+    """
+    config = tmp_path / 'schedule.yaml'
+    config.write_text('lr_milestones: [0.5]\nlr_gamma: 0.1\nwarmup_iterations: 0\n')
+    rates, real_set = [], train_module._set_learning_rate
+
+    def recorded(optimizer, *args):
+        real_set(optimizer, *args)
+        rates.append(optimizer.param_groups[0]['lr'])
+
+    monkeypatch.setattr(train_module, '_set_learning_rate', recorded)
+    arguments = ('--config', str(config), '--epochs', '2')
+    assert _train(tiny_dataset, tmp_path / 'whole', *arguments) == 0
+    whole, rates[:] = list(rates), []
+    assert len(whole) == 10 and whole[4] == pytest.approx(10 * whole[5])
+
+    real_loss, calls = train_module._loss, []
+
+    def interrupted_at_the_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, '_loss', interrupted_at_the_third_step)
+    run = tmp_path / 'run'
+    assert _train(tiny_dataset, run, *arguments) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(train_module, '_loss', real_loss)
+    assert _train(tiny_dataset, run, *arguments, '--resume') == 0
+    assert rates == pytest.approx(whole)
+
+
 def test_checkpoints_are_written_mid_epoch_every_checkpoint_minutes(tiny_dataset, tmp_path,
                                                                     monkeypatch):
     saves, real_save = [], train_module._save_checkpoint

@@ -372,8 +372,10 @@ def _train(config, out, resume, progress, rank, distributed, device):
         # run again from its start: DistributedSampler cannot skip).
         batches_done = int(state.get('batches_done', 0)) if order is not None else 0
 
-    total = planned_iterations(config, len(loader))
-    val_every = validation_interval(config, len(loader))
+    # Whole epochs: the loader of a run resumed mid-epoch is shorter until that epoch ends.
+    iterations_per_epoch = len(loader)
+    total = planned_iterations(config, iterations_per_epoch)
+    val_every = validation_interval(config, iterations_per_epoch)
     log = TrainingLog(out / LOG, enabled=rank == 0)
     # The run's training time so far: a resumed run counts its earlier sessions too.
     started = time.time() - earlier_seconds
@@ -413,7 +415,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 _set_learning_rate(optimizer, scheduler.base_lrs, iteration, config,
-                                   len(loader))
+                                   iterations_per_epoch)
                 if config.clip_grad_norm:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
