@@ -195,6 +195,20 @@ def test_a_resumed_run_counts_the_training_time_of_its_earlier_sessions(tiny_dat
     assert load_bundle(run / 'bundle').card['training']['seconds'] >= round(state['seconds'], 1)
 
 
+def _interrupt_at_the_third_step(monkeypatch):
+    """Ctrl-C during the third training step; returns the real loss to put back."""
+    real_loss, calls = train_module._loss, []
+
+    def interrupted_at_the_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, '_loss', interrupted_at_the_third_step)
+    return real_loss
+
+
 def test_an_interrupted_run_keeps_its_iteration_and_resumes_mid_epoch(
         tiny_dataset, tmp_path, monkeypatch, capsys):
     # Epochs are 5 batches of 4 (22 images, the last 2 dropped). The images a run trains on,
@@ -206,15 +220,7 @@ def test_an_interrupted_run_keeps_its_iteration_and_resumes_mid_epoch(
     assert _train(tiny_dataset, tmp_path / 'whole', '--epochs', '2') == 0
     whole, loaded[:] = list(loaded), []
 
-    real_loss, calls = train_module._loss, []
-
-    def interrupted_at_the_third_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, '_loss', interrupted_at_the_third_step)
+    real_loss = _interrupt_at_the_third_step(monkeypatch)
     run = tmp_path / 'run'
     assert _train(tiny_dataset, run, '--epochs', '2') == 130
     assert 'interrupted at iteration 2: ' in capsys.readouterr().err
@@ -251,15 +257,7 @@ def test_a_run_resumed_mid_epoch_keeps_the_learning_rates_of_an_unbroken_run(
     whole, rates[:] = list(rates), []
     assert len(whole) == 10 and whole[4] == pytest.approx(10 * whole[5])
 
-    real_loss, calls = train_module._loss, []
-
-    def interrupted_at_the_third_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, '_loss', interrupted_at_the_third_step)
+    real_loss = _interrupt_at_the_third_step(monkeypatch)
     run = tmp_path / 'run'
     assert _train(tiny_dataset, run, *arguments) == 130
     capsys.readouterr()
