@@ -355,9 +355,29 @@ def test_a_resumed_pretrained_run_keeps_its_stages_frozen(tiny_dataset, tmp_path
     bundle, weights = _backbone_weights(run / 'bundle')
     assert bundle.card['network']['frozen_stages'] == 2
     assert bundle.card['training']['iterations'] == 4
+    # The card names the file the run started from (not where it lay), resumed or not.
+    assert bundle.card['training']['pretrained'] == 'resnet18-f37072fd.pth'
     for key in (k for k in weights if k.startswith(('conv1.', 'bn1.', 'layer1.'))):
         assert torch.equal(weights[key].float(), state[key].float()), key
     assert not torch.equal(weights['layer4.0.conv1.weight'], first['layer4.0.conv1.weight'])
+
+
+def test_fine_tuning_a_pretrained_network_keeps_its_frozen_stages(tiny_dataset, tmp_path,
+                                                                  capsys):
+    """--init-weights from a bundle whose first stages stayed at their ImageNet values."""
+    state, pretrained = _resnet18_imagenet_file(tmp_path / 'resnet18-f37072fd.pth')
+    assert _train_corners_resnet18(tiny_dataset, tmp_path / 'run', 2, '--pretrained',
+                                   str(pretrained)) == 0
+    capsys.readouterr()
+    tuned = tmp_path / 'tuned'
+    assert _train_corners_resnet18(tiny_dataset, tuned, 2, '--init-weights',
+                                   str(tmp_path / 'run' / 'bundle')) == 0
+    assert 'the first 2 backbone stages stay frozen' in capsys.readouterr().err
+    bundle, weights = _backbone_weights(tuned / 'bundle')
+    assert bundle.card['network']['frozen_stages'] == 2
+    assert bundle.card['training']['pretrained'] == 'resnet18-f37072fd.pth'
+    for key in (k for k in weights if k.startswith(('conv1.', 'bn1.', 'layer1.'))):
+        assert torch.equal(weights[key].float(), state[key].float()), key
 
 
 def test_the_corners_backbone_defaults_to_the_papers_resnet50_h():

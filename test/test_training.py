@@ -312,18 +312,18 @@ def test_training_crop_is_a_window_of_the_input_around_an_object(tiny_dataset):
 
 def test_fine_tuning_starts_from_the_given_weights(tiny_bundle, tiny_dataset, tmp_path):
     from pose6d_ros.core.errors import Pose6dError
-    from pose6d_ros.core.training.train import _load_initial_weights
+    from pose6d_ros.core.training.train import _load_initial_weights, _read_initial_weights
 
     bundle = load_bundle(tiny_bundle)
     method = get_method('keypoints', len(bundle.objects), bundle.card['network'])
     network = method.build_network()
-    _load_initial_weights(network, tiny_bundle)
+    _load_initial_weights(network, _read_initial_weights(tiny_bundle))
     assert all(torch.equal(network.state_dict()[k], v) for k, v in bundle.state_dict.items())
     other = get_method('keypoints', 1, {'backbone': 'hrnet_w18_small'}).build_network()
     with pytest.raises(Pose6dError, match='do not fit the configured network'):
-        _load_initial_weights(other, tiny_bundle)
+        _load_initial_weights(other, _read_initial_weights(tiny_bundle))
     with pytest.raises(Pose6dError, match='expected a model bundle folder or a training chec'):
-        _load_initial_weights(network, tmp_path / 'missing.pt')
+        _read_initial_weights(tmp_path / 'missing.pt')
 
     out = tmp_path / 'run'
     status = cli.main(['train', '--method', 'keypoints', '--data', str(tiny_dataset),

@@ -316,17 +316,30 @@ def _train(config, out, resume, progress, rank, distributed, device):
         config.network.setdefault('input_size', list(config.input_size))
     state = load_checkpoint(checkpoint_path, device, '--resume') if resume else None
     pretrained = None if resume else _pretrained_file(config)
+    initial = (_read_initial_weights(config.init_weights)
+               if config.init_weights and not resume else None)
     if pretrained and config.method in PRETRAINED_FROZEN_STAGES:
         config.network.setdefault('frozen_stages', PRETRAINED_FROZEN_STAGES[config.method])
     if state is not None and 'frozen_stages' in state.get('network', {}):
         # The stages a pretrained start froze stay frozen: the optimizer saved in the
         # checkpoint holds only the parameters that train.
         config.network['frozen_stages'] = state['network']['frozen_stages']
+    if initial is not None and initial.frozen_stages and 'frozen_stages' not in config.network:
+        # Fine-tuning a network whose first stages were kept at their ImageNet values keeps
+        # them so, unless the config says otherwise.
+        config.network['frozen_stages'] = initial.frozen_stages
+        _say(f'the first {initial.frozen_stages} backbone stages stay frozen, as in '
+             f'{config.init_weights} (network.frozen_stages: 0 trains them)', rank)
+    # What the backbone started from, for the card: the ImageNet file's name (not where it
+    # lay on the training machine), kept across --resume and --init-weights.
+    started_from = (state.get('pretrained') if state is not None
+                    else initial.pretrained if initial is not None
+                    else Path(pretrained).name if pretrained else None)
     method = get_method(config.method, len(objects), config.network, config.decoder,
                         config.loss)
     network = method.build_network()
-    if config.init_weights and not resume:
-        _load_initial_weights(network, config.init_weights)
+    if initial is not None:
+        _load_initial_weights(network, initial)
     if pretrained:
         _say(network.load_pretrained(pretrained), rank)
     elif (config.pretrained == 'auto' and _uses_lite0(config) and not resume
@@ -388,7 +401,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     def save(epoch_to_save, batches):
         nonlocal saved_iteration, saved_at
         _save_checkpoint(checkpoint_path, network, optimizer, scheduler, scaler, epoch_to_save,
-                         iteration, config, time.time() - started, batches)
+                         iteration, config, time.time() - started, batches, started_from)
         saved_iteration, saved_at = iteration, time.time()
 
     try:
@@ -473,7 +486,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
                     objects, config.input_size, decoder=method.decoder_config(),
                     normalisation=normalisation, metrics=last_metrics,
                     training=_training_summary(config, len(train_view), iteration, epochs_run,
-                                               seconds, device, pretrained),
+                                               seconds, device, started_from),
                     half_precision=config.half_precision_bundle,
                     copy_meshes=config.bundle_meshes, force=True)
         if log.rows:
@@ -563,21 +576,41 @@ def _diverged(value, iteration, epoch, checkpoint_path):
             f'directory){kept}')
 
 
-def _load_initial_weights(network, path):
-    """Fine-tuning: copy the weights of a bundle folder or a checkpoint.pt into `network`."""
+@dataclass
+class _InitialWeights:
+    """The network a fine-tuning run starts from (--init-weights)."""
+
+    path: Path
+    state_dict: dict
+    frozen_stages: int   # backbone stages it kept at their ImageNet values
+    pretrained: str | None  # the ImageNet file it started from, if its card or checkpoint says
+
+
+def _read_initial_weights(path):
+    """Read a bundle folder or a checkpoint.pt to fine-tune from."""
     path = Path(path)
     if path.is_dir():
-        state_dict = load_bundle(path).state_dict
+        bundle = load_bundle(path)
+        state_dict, network = bundle.state_dict, bundle.card.get('network') or {}
+        pretrained = (bundle.card.get('training') or {}).get('pretrained')
     else:
-        state_dict = load_checkpoint(path, 'cpu', 'init_weights',
-                                     expected='a model bundle folder or a training checkpoint.pt '
-                                              '(tensors and plain values only)')['model']
+        state = load_checkpoint(path, 'cpu', 'init_weights',
+                                expected='a model bundle folder or a training checkpoint.pt '
+                                         '(tensors and plain values only)')
+        state_dict, network = state['model'], state.get('network') or {}
+        pretrained = state.get('pretrained')
+    return _InitialWeights(path, state_dict, int(network.get('frozen_stages') or 0),
+                           pretrained if isinstance(pretrained, str) else None)
+
+
+def _load_initial_weights(network, initial):
+    """Fine-tuning: copy the weights read by _read_initial_weights into `network`."""
     try:
-        network.load_state_dict(state_dict)
+        network.load_state_dict(initial.state_dict)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise Pose6dError(f'init_weights {path}: its weights do not fit the configured network '
-                          f'({first})') from None
+        raise Pose6dError(f'init_weights {initial.path}: its weights do not fit the configured '
+                          f'network ({first})') from None
 
 
 def _pretrained_file(config):
@@ -726,7 +759,7 @@ def _setup_distributed():
 
 
 def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iteration, config,
-                     seconds, batches_done=0):
+                     seconds, batches_done=0, pretrained=None):
     """epoch: the epoch to run next; batches_done: how many of its batches are done."""
     temporary = path.with_suffix('.tmp')
     torch.save({'model': network.state_dict(), 'optimizer': optimizer.state_dict(),
@@ -734,7 +767,7 @@ def _save_checkpoint(path, network, optimizer, scheduler, scaler, epoch, iterati
                 'epoch': epoch, 'iteration': iteration, 'seconds': seconds,
                 'batches_done': batches_done,
                 'config': _plain(asdict(config)),
-                'network': network.config_dict()}, temporary)
+                'network': network.config_dict(), 'pretrained': pretrained}, temporary)
     os.replace(temporary, path)
 
 
