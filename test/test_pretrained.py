@@ -379,6 +379,17 @@ def test_fine_tuning_a_pretrained_network_keeps_its_frozen_stages(tiny_dataset, 
     for key in (k for k in weights if k.startswith(('conv1.', 'bn1.', 'layer1.'))):
         assert torch.equal(weights[key].float(), state[key].float()), key
 
+    # The corners network's frozen stages are not pressed on another method's network: its
+    # weights just do not fit, and the message says so.
+    from pose6d_ros.tools import cli
+
+    status = cli.main(['train', '--method', 'keypoints', '--backbone', 'hrnet_tiny', '--data',
+                       str(tiny_dataset), '--out', str(tmp_path / 'other'), '--input-size',
+                       '96x72', '--max-iterations', '1', '--workers', '0', '--device', 'cpu',
+                       '--quiet', '--init-weights', str(tmp_path / 'run' / 'bundle')])
+    assert status != 0
+    assert 'do not fit the configured network' in capsys.readouterr().err
+
 
 def test_the_corners_backbone_defaults_to_the_papers_resnet50_h():
     from pose6d_ros.core.nets.methods import backbone_network_config

@@ -324,7 +324,8 @@ def _train(config, out, resume, progress, rank, distributed, device):
         # The stages a pretrained start froze stay frozen: the optimizer saved in the
         # checkpoint holds only the parameters that train.
         config.network['frozen_stages'] = state['network']['frozen_stages']
-    if initial is not None and initial.frozen_stages and 'frozen_stages' not in config.network:
+    if (initial is not None and initial.frozen_stages and config.method in PRETRAINED_FROZEN_STAGES
+            and 'frozen_stages' not in config.network):
         # Fine-tuning a network whose first stages were kept at their ImageNet values keeps
         # them so, unless the config says otherwise.
         config.network['frozen_stages'] = initial.frozen_stages
