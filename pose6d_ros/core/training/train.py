@@ -318,24 +318,7 @@ def _train(config, out, resume, progress, rank, distributed, device):
     pretrained = None if resume else _pretrained_file(config)
     initial = (_read_initial_weights(config.init_weights)
                if config.init_weights and not resume else None)
-    if pretrained and config.method in PRETRAINED_FROZEN_STAGES:
-        config.network.setdefault('frozen_stages', PRETRAINED_FROZEN_STAGES[config.method])
-    if state is not None and 'frozen_stages' in state.get('network', {}):
-        # The stages a pretrained start froze stay frozen: the optimizer saved in the
-        # checkpoint holds only the parameters that train.
-        config.network['frozen_stages'] = state['network']['frozen_stages']
-    if (initial is not None and initial.frozen_stages and config.method in PRETRAINED_FROZEN_STAGES
-            and 'frozen_stages' not in config.network):
-        # Fine-tuning a network whose first stages were kept at their ImageNet values keeps
-        # them so, unless the config says otherwise.
-        config.network['frozen_stages'] = initial.frozen_stages
-        _say(f'the first {initial.frozen_stages} backbone stages stay frozen, as in '
-             f'{config.init_weights} (network.frozen_stages: 0 trains them)', rank)
-    # What the backbone started from, for the card: the ImageNet file's name (not where it
-    # lay on the training machine), kept across --resume and --init-weights.
-    started_from = (state.get('pretrained') if state is not None
-                    else initial.pretrained if initial is not None
-                    else Path(pretrained).name if pretrained else None)
+    started_from = _take_over_the_start(config, state, initial, pretrained, rank)
     method = get_method(config.method, len(objects), config.network, config.decoder,
                         config.loss)
     network = method.build_network()
@@ -602,6 +585,37 @@ def _read_initial_weights(path):
         pretrained = state.get('pretrained')
     return _InitialWeights(path, state_dict, int(network.get('frozen_stages') or 0),
                            pretrained if isinstance(pretrained, str) else None)
+
+
+def _take_over_the_start(config, state, initial, pretrained, rank):
+    """Keep the frozen stages of what the run starts from; the ImageNet file's name, for the card.
+
+    A run starts from one of: its checkpoint (--resume), another network (--init-weights), an
+    ImageNet file (--pretrained), or random weights; _pretrained_file refuses the second and
+    third together. The name, not where the file lay on the training machine, is kept across
+    --resume and --init-weights.
+    """
+    frozen = config.network.get('frozen_stages')
+    if state is not None:
+        # The optimizer saved in the checkpoint holds only the parameters that train.
+        frozen = state.get('network', {}).get('frozen_stages', frozen)
+        started_from = state.get('pretrained')
+    elif initial is not None:
+        started_from = initial.pretrained
+        if (frozen is None and initial.frozen_stages
+                and config.method in PRETRAINED_FROZEN_STAGES):
+            frozen = initial.frozen_stages
+            _say(f'the first {frozen} backbone stages stay frozen, as in {initial.path} '
+                 '(network.frozen_stages: 0 trains them)', rank)
+    elif pretrained:
+        started_from = Path(pretrained).name
+        if frozen is None:
+            frozen = PRETRAINED_FROZEN_STAGES.get(config.method)
+    else:
+        started_from = None
+    if frozen is not None:
+        config.network['frozen_stages'] = frozen
+    return started_from
 
 
 def _load_initial_weights(network, initial):
