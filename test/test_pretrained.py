@@ -369,6 +369,12 @@ def test_fine_tuning_a_pretrained_network_keeps_its_frozen_stages(tiny_dataset, 
     assert _train_corners_resnet18(tiny_dataset, tmp_path / 'run', 2, '--pretrained',
                                    str(pretrained)) == 0
     capsys.readouterr()
+    # A card written before cards kept only the file's name held the training machine's path.
+    from pose6d_ros.core.inference.bundle import load_bundle, update_card
+
+    training = load_bundle(tmp_path / 'run' / 'bundle').card['training']
+    update_card(tmp_path / 'run' / 'bundle',
+                {'training': {**training, 'pretrained': str(pretrained.resolve())}})
     tuned = tmp_path / 'tuned'
     assert _train_corners_resnet18(tiny_dataset, tuned, 2, '--init-weights',
                                    str(tmp_path / 'run' / 'bundle')) == 0

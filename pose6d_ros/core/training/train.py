@@ -583,8 +583,11 @@ def _read_initial_weights(path):
                                          '(tensors and plain values only)')
         state_dict, network = state['model'], state.get('network') or {}
         pretrained = state.get('pretrained')
+    # Cards written before runs kept only the file's name hold the path it had on the
+    # training machine; the name is what a card handed on may say.
     return _InitialWeights(path, state_dict, int(network.get('frozen_stages') or 0),
-                           pretrained if isinstance(pretrained, str) else None)
+                           Path(pretrained).name if isinstance(pretrained, str) and pretrained
+                           else None)
 
 
 def _take_over_the_start(config, state, initial, pretrained, rank):
