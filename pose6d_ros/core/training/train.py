@@ -583,11 +583,8 @@ def _read_initial_weights(path):
                                          '(tensors and plain values only)')
         state_dict, network = state['model'], state.get('network') or {}
         pretrained = state.get('pretrained')
-    # Cards written before runs kept only the file's name hold the path it had on the
-    # training machine; the name is what a card handed on may say.
     return _InitialWeights(path, state_dict, int(network.get('frozen_stages') or 0),
-                           Path(pretrained).name if isinstance(pretrained, str) and pretrained
-                           else None)
+                           pretrained if isinstance(pretrained, str) else None)
 
 
 def _take_over_the_start(config, state, initial, pretrained, rank):
@@ -596,7 +593,7 @@ def _take_over_the_start(config, state, initial, pretrained, rank):
     A run starts from one of: its checkpoint (--resume), another network (--init-weights), an
     ImageNet file (--pretrained), or random weights; _pretrained_file refuses the second and
     third together. The name, not where the file lay on the training machine, is kept across
-    --resume and --init-weights.
+    --resume and --init-weights (cards written before runs kept only the name hold the path).
     """
     frozen = config.network.get('frozen_stages')
     if state is not None:
@@ -611,14 +608,14 @@ def _take_over_the_start(config, state, initial, pretrained, rank):
             _say(f'the first {frozen} backbone stages stay frozen, as in {initial.path} '
                  '(network.frozen_stages: 0 trains them)', rank)
     elif pretrained:
-        started_from = Path(pretrained).name
+        started_from = pretrained
         if frozen is None:
             frozen = PRETRAINED_FROZEN_STAGES.get(config.method)
     else:
         started_from = None
     if frozen is not None:
         config.network['frozen_stages'] = frozen
-    return started_from
+    return Path(started_from).name if isinstance(started_from, str) and started_from else None
 
 
 def _load_initial_weights(network, initial):
