@@ -244,6 +244,17 @@ def test_lite0_backbones_give_the_shapes_of_the_papers_backbones():
         assert corners(torch.zeros(1, 3, 64, 96))['scores'].shape == (1, anchors, 2)
 
 
+def test_a_lite0_corners_card_names_no_resnet_fields_and_still_rebuilds_its_network():
+    lite0 = CornersConfig(backbone='efficientnet_lite0', fpn_channels=8, input_size=(96, 64))
+    card = lite0.to_dict()
+    assert 'depth' not in card and 'backbone_width' not in card
+    assert CornersConfig.from_dict(card) == lite0
+    resnet = CornersConfig(depth=18, backbone_width=16, fpn_channels=8).to_dict()
+    assert (resnet['depth'], resnet['backbone_width']) == (18, 16)
+    # Cards written before they were left out still load.
+    assert CornersConfig.from_dict({**card, 'depth': 50, 'backbone_width': 64}) == lite0
+
+
 def test_frozen_lite0_stages_keep_their_weights_and_statistics():
     corners = CornersNet(CornersConfig(backbone='efficientnet_lite0', fpn_channels=8,
                                        frozen_stages=2, input_size=(64, 64)))

@@ -36,6 +36,7 @@ NUM_LEVELS = 5            # P3..P7
 NUM_CORNERS = 8
 CORNER_MODES = ('indirect', 'direct')
 BACKBONES = ('resnet', efficientnet.NAME)
+RESNET_ONLY_FIELDS = ('depth', 'backbone_width')
 
 
 @dataclass
@@ -102,9 +103,15 @@ class CornersConfig:
         return min(self.input_size) / PAPER_INPUT_SIZE
 
     def to_dict(self) -> dict:
-        """Plain types only (lists for tuples), for JSON/YAML checkpoint cards."""
+        """Plain types only (lists for tuples), for JSON/YAML checkpoint cards.
+
+        The ResNet-only fields are left out for another backbone, where they do nothing and a
+        reader of the card would take them for its backbone (`from_dict` gives the defaults).
+        """
         out = {}
         for f in fields(self):
+            if f.name in RESNET_ONLY_FIELDS and self.backbone != 'resnet':
+                continue
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
