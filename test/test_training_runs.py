@@ -135,6 +135,40 @@ def test_validations_are_spaced_to_at_most_ten_a_run(epochs, max_iterations, val
         assert planned // interval <= MAX_VALIDATIONS
 
 
+def _objects_without_meshes(dataset, path):
+    """An --objects file as config/objects/lmo.yaml: names, ids, keypoints, no meshes."""
+    path.write_text(yaml.safe_dump({'objects': [
+        {'name': obj.name, 'id': obj.object_id, 'diameter': float(obj.diameter),
+         'keypoints': obj.keypoints.tolist()} for obj in BopDataset(dataset).object_set]}))
+    return path
+
+
+def test_images_held_out_for_validation_are_scored_with_the_datasets_meshes(tiny_dataset,
+                                                                            tmp_path):
+    objects = _objects_without_meshes(tiny_dataset, tmp_path / 'objects.yaml')
+    run = tmp_path / 'run'  # no --val-data: a tenth of --data is held out
+    assert _train(tiny_dataset, run, '--objects', str(objects), '--epochs', '1',
+                  '--max-iterations', '2') == 0
+    metrics = load_bundle(run / 'bundle').card['metrics']
+    assert metrics['iteration'] == 2 and 'add_0.1d' in metrics['validation']
+
+
+def test_validation_images_that_cannot_be_scored_stop_the_run_before_it_trains(
+        tiny_dataset, tmp_path, capsys):
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_dataset, data)
+    for mesh in (data / 'models').glob('*.ply'):
+        mesh.unlink()
+    objects = _objects_without_meshes(data, tmp_path / 'objects.yaml')
+    run = tmp_path / 'run'
+    assert _train(data, run, '--objects', str(objects), '--epochs', '1') == 1
+    err = capsys.readouterr().err
+    assert (f'pose6d: error: cannot validate on the images held out of {data}: object '
+            "'box' (id 1) has no mesh to score ADD with: its objects file names no mesh and "
+            'the dataset has no models/obj_000001.ply') in err
+    assert not run.exists()  # failed before its first step: nothing left to block a rerun
+
+
 def test_object_names_come_from_the_dataset(tiny_dataset, tiny_bundle):
     # pose6d synth writes models/objects.yaml beside models_info.json: names survive
     assert BopDataset(tiny_dataset).object_set.names == ['box']

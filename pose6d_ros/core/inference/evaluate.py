@@ -222,10 +222,11 @@ def objects_for_metrics(objects, dataset):
         if in_dataset and (obj.mesh_path is None or not Path(obj.mesh_path).is_file()):
             other = dataset_objects.get(obj.object_id)
             if other is None or other.mesh_path is None or not Path(other.mesh_path).is_file():
+                own = (f'{obj.mesh_path} is missing' if obj.mesh_path
+                       else 'its objects file names no mesh')
                 raise Pose6dError(
                     f'object {obj.name!r} (id {obj.object_id}) has no mesh to score ADD with: '
-                    f'{obj.mesh_path or "no mesh path"} is missing and the dataset has no '
-                    f'models/obj_{obj.object_id:06d}.ply')
+                    f'{own} and the dataset has no models/obj_{obj.object_id:06d}.ply')
             obj = copy.copy(obj)
             obj.mesh_path, obj.scale, obj._mesh = other.mesh_path, other.scale, None
         usable.append(obj)

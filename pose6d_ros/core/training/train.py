@@ -37,7 +37,7 @@ from pose6d_ros.core.errors import Pose6dError
 from pose6d_ros.core.geometry.objects import ObjectSet
 from pose6d_ros.core.inference.bundle import load_bundle, save_bundle
 from pose6d_ros.core.inference.estimator import Estimator, select_device
-from pose6d_ros.core.inference.evaluate import evaluate_dataset
+from pose6d_ros.core.inference.evaluate import evaluate_dataset, objects_for_metrics
 from pose6d_ros.core.nets import efficientnet
 from pose6d_ros.core.nets.hrpose_loss import distillation_loss, DistillationWeights
 from pose6d_ros.core.nets.methods import get_method
@@ -220,6 +220,11 @@ class _View:
     def __init__(self, dataset, indices):
         self.dataset, self.indices = dataset, list(indices)
 
+    @property
+    def object_set(self):
+        """The dataset's objects: their meshes score the validation (`objects_for_metrics`)."""
+        return self.dataset.object_set
+
     def __len__(self):
         return len(self.indices)
 
@@ -311,6 +316,12 @@ def _train(config, out, resume, progress, rank, distributed, device):
         val_view = _View(dataset, sorted(order[:held]))
     if len(train_view) == 0:
         raise Pose6dError(f'no training images in {config.data}')
+    if len(val_view):  # now, not after the training: validation scores ADD with meshes
+        try:
+            objects_for_metrics(objects, val_view)
+        except Pose6dError as exc:
+            held_out = config.val_data or f'the images held out of {config.data}'
+            raise Pose6dError(f'cannot validate on {held_out}: {exc}') from None
 
     if config.method == 'corners':  # its anchors scale with the input size it is trained at
         config.network.setdefault('input_size', list(config.input_size))
